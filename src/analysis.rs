@@ -1,0 +1,180 @@
+//! What the e-graph knows about each class: its shape, the variables it depends on, and
+//! its value when constant. Facts about the model (domains, family supports) live in the
+//! analysis too, for conditional rules.
+
+use crate::lang::{node_shape, Node, Shape};
+use crate::model::{Domain, Model};
+use egg::{Analysis, DidMerge, EGraph, Id, Language, Symbol};
+use num_rational::Rational64;
+use num_traits::{CheckedAdd, CheckedDiv, CheckedMul, CheckedSub, Zero};
+use std::collections::{BTreeSet, HashMap};
+
+pub type Graph = EGraph<Node, Facts>;
+
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// `None` when a child's shape is unknown, the node is ill-shaped, or the class is 0
+    /// (the zero of every shape).
+    pub shape: Option<Shape>,
+    /// Variables the class depends on. Merged by intersection: a class is independent of
+    /// x when any of its members is (x − x ≡ 0).
+    pub free: BTreeSet<Symbol>,
+    pub constant: Option<Rational64>,
+}
+
+/// The analysis: model facts in, assumptions and shape conflicts out.
+#[derive(Default)]
+pub struct Facts {
+    pub vars: HashMap<Symbol, (Shape, Domain)>,
+    /// family name → (parameter shape, is T(x) = x with one-hot or binary x)
+    pub families: HashMap<Symbol, (Shape, bool)>,
+    /// assumptions the rules used, as instantiated by them
+    pub assumptions: BTreeSet<String>,
+    /// classes that were asked to hold two shapes (a rule bug)
+    pub conflicts: Vec<String>,
+}
+
+impl Facts {
+    pub fn new(model: &Model) -> Facts {
+        Facts {
+            vars: model.vars.values().map(|v| (Symbol::from(v.name.as_str()), (v.shape, v.domain))).collect(),
+            families: model.families.iter().map(|f| (Symbol::from(f.name.as_str()), (f.param_shape, f.is_indicator()))).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn symbol_shape(&self, s: Symbol) -> Option<Shape> {
+        if let Some((sh, _)) = self.vars.get(&s) {
+            return Some(*sh);
+        }
+        self.families.get(&s).map(|_| Shape::Family)
+    }
+}
+
+fn fold(node: &Node, c: &dyn Fn(Id) -> Option<Rational64>) -> Option<Rational64> {
+    match node {
+        Node::Num(n) => Some(*n),
+        Node::Add([a, b]) => c(*a)?.checked_add(&c(*b)?),
+        Node::Sub([a, b]) => c(*a)?.checked_sub(&c(*b)?),
+        Node::Mul([a, b]) => c(*a)?.checked_mul(&c(*b)?),
+        Node::Div([a, b]) => {
+            let d = c(*b)?;
+            if d.is_zero() {
+                None
+            } else {
+                c(*a)?.checked_div(&d)
+            }
+        }
+        Node::Neg(a) => Some(-c(*a)?),
+        Node::Pow([a, b]) => {
+            let (x, e) = (c(*a)?, c(*b)?);
+            if !e.is_integer() || e.to_integer().abs() > 16 || (x.is_zero() && *e.numer() < 0) {
+                return None;
+            }
+            let n = e.to_integer();
+            let mut r = Rational64::from_integer(1);
+            for _ in 0..n.abs() {
+                r = r.checked_mul(&x)?;
+            }
+            if n < 0 {
+                r = Rational64::from_integer(1).checked_div(&r)?;
+            }
+            Some(r)
+        }
+        _ => None,
+    }
+}
+
+impl Analysis<Node> for Facts {
+    type Data = Data;
+
+    fn make(egraph: &mut Graph, enode: &Node, _id: Id) -> Data {
+        let get = |i: &Id| &egraph[*i].data;
+        let shape = match enode {
+            Node::Num(n) if n.is_zero() => None,
+            Node::Symbol(s) => egraph.analysis.symbol_shape(*s),
+            _ => {
+                let kids: Option<Vec<Shape>> = enode.children().iter().map(|c| get(c).shape).collect();
+                kids.and_then(|k| node_shape(enode, &k).ok())
+            }
+        };
+        let mut free = BTreeSet::new();
+        match enode {
+            Node::Symbol(s) if egraph.analysis.vars.contains_key(s) => {
+                free.insert(*s);
+            }
+            Node::Expect([q, x, body]) => {
+                free.extend(get(q).free.iter().copied());
+                free.extend(get(body).free.difference(&get(x).free).copied());
+            }
+            _ => {
+                for c in enode.children() {
+                    free.extend(get(c).free.iter().copied());
+                }
+            }
+        }
+        let scalar = |i: &Id| get(i).shape.is_some_and(|s| s.is_scalar());
+        let constant = if enode.children().iter().all(scalar) { fold(enode, &|i| get(&i).constant) } else { None };
+        Data { shape, free, constant }
+    }
+
+    fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
+        let mut changed_a = false;
+        let mut changed_b = false;
+        let zero = a.constant.is_some_and(|c| c.is_zero()) || b.constant.is_some_and(|c| c.is_zero());
+        match (a.shape, b.shape) {
+            _ if zero => {}
+            (None, Some(s)) => {
+                a.shape = Some(s);
+                changed_a = true;
+            }
+            (Some(_), None) => changed_b = true,
+            (Some(x), Some(y)) if x != y => self.conflicts.push(format!("{x} merged with {y}")),
+            _ => {}
+        }
+        let before = a.free.len();
+        if a.free != b.free {
+            changed_b |= !b.free.is_subset(&a.free);
+            a.free.retain(|s| b.free.contains(s));
+            changed_a |= a.free.len() != before;
+        }
+        match (a.constant, b.constant) {
+            (None, Some(c)) => {
+                a.constant = Some(c);
+                changed_a = true;
+            }
+            (Some(_), None) => changed_b = true,
+            (Some(x), Some(y)) if x != y => self.conflicts.push(format!("constant {x} merged with {y}")),
+            _ => {}
+        }
+        // 0 is the zero of every shape
+        if a.constant.is_some_and(|c| c.is_zero()) && a.shape.is_some() {
+            a.shape = None;
+            changed_a = true;
+        }
+        DidMerge(changed_a, changed_b)
+    }
+
+    fn modify(egraph: &mut Graph, id: Id) {
+        if let Some(c) = egraph[id].data.constant {
+            if !egraph[id].nodes.iter().any(|n| matches!(n, Node::Num(_))) {
+                let n = egraph.add(Node::Num(c));
+                egraph.union_trusted(id, n, "constant-fold");
+            }
+        }
+    }
+}
+
+/// Does the class hold a symbol for which `pred` holds?
+pub fn has_symbol(egraph: &Graph, id: Id, pred: &dyn Fn(Symbol) -> bool) -> bool {
+    egraph[id].nodes.iter().any(|n| matches!(n, Node::Symbol(s) if pred(*s)))
+}
+
+/// A printable name for a class: its symbol or constant, if it has one.
+pub fn class_name(egraph: &Graph, id: Id) -> Option<String> {
+    egraph[id].nodes.iter().find_map(|n| match n {
+        Node::Symbol(s) => Some(s.to_string()),
+        Node::Num(r) => Some(r.to_string()),
+        _ => None,
+    })
+}

@@ -1,0 +1,298 @@
+//! The numeric check: at random points of the declared domains, every derived formula is
+//! compared with derivatives of the loss computed by hyper-dual numbers straight from the
+//! model — independent of the rules.
+
+use crate::derive::{Definition, Derivation};
+use crate::eval::{Env, Evaluator, Mat};
+use crate::lang::{Dim, Node, Shape};
+use crate::model::{Domain, Model, Role};
+use egg::{RecExpr, Symbol};
+use num_dual::HyperDual64;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    pub points: usize,
+    pub seed: u64,
+    /// sizes drawn for each named dimension, inclusive
+    pub sizes: (usize, usize),
+    /// largest accepted relative error
+    pub tolerance: f64,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions { points: 20, seed: 1, sizes: (2, 7), tolerance: 1e-8 }
+    }
+}
+
+/// How one formula fared.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    /// "J", "grad J", "hess J", or a definition such as "p = softmax(θ)"
+    pub quantity: String,
+    pub max_rel_error: f64,
+    pub passed: bool,
+    /// an evaluation error, if the formula could not be evaluated
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    pub points: usize,
+    /// dimension → (smallest, largest) size used
+    pub sizes: BTreeMap<String, (usize, usize)>,
+    pub comparisons: Vec<Comparison>,
+    pub passed: bool,
+}
+
+/// Relative error of `a` against the reference `b`, in the max norm.
+pub fn rel_error(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    if a.shape() != b.shape() {
+        return f64::INFINITY;
+    }
+    let diff = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    if diff.is_nan() || a.iter().any(|x| !x.is_finite()) != b.iter().any(|x| !x.is_finite()) {
+        return f64::INFINITY;
+    }
+    let scale = b.iter().map(|x| x.abs()).fold(0.0, f64::max);
+    if diff == 0.0 {
+        0.0
+    } else {
+        diff / scale.max(1e-12)
+    }
+}
+
+fn dim_size(d: Dim, sizes: &BTreeMap<String, usize>) -> usize {
+    match d {
+        Dim::One => 1,
+        Dim::Named(s) => s.as_str().parse().unwrap_or_else(|_| sizes.get(s.as_str()).copied().unwrap_or(1)),
+    }
+}
+
+/// A random value of a shape in a domain.
+fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat<f64> {
+    match domain {
+        Domain::Real => Mat::from_fn(rows, cols, |_, _| rng.random_range(-2.0..2.0)),
+        Domain::Positive => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.2..3.0)),
+        Domain::Binary => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..2) as f64),
+        Domain::Count => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..9) as f64),
+        Domain::Simplex => {
+            let w = Mat::from_fn(rows, cols, |_, _| -rng.random_range(1e-9f64..1.0).ln());
+            let s = w.sum();
+            w / s
+        }
+        Domain::OneHot => {
+            let i = rng.random_range(0..rows);
+            Mat::from_fn(rows, cols, |r, _| (r == i) as u8 as f64)
+        }
+    }
+}
+
+/// A random point: sizes for the dimensions and values for every variable.
+pub fn random_point(model: &Model, rng: &mut ChaCha8Rng, opts: &CheckOptions) -> (BTreeMap<String, usize>, Env<f64>) {
+    let sizes: BTreeMap<String, usize> =
+        model.dims.iter().map(|d| (d.clone(), d.parse().unwrap_or_else(|_| rng.random_range(opts.sizes.0..=opts.sizes.1)))).collect();
+    let mut env = Env::new();
+    for v in model.vars.values() {
+        let Shape::Mat(r, c) = v.shape else { continue };
+        env.insert(Symbol::from(v.name.as_str()), sample(rng, dim_size(r, &sizes), dim_size(c, &sizes), v.domain));
+    }
+    (sizes, env)
+}
+
+/// Value, gradient and Hessian of a loss in one parameter, by hyper-dual numbers.
+pub fn reference(ev: &Evaluator, loss: &RecExpr<Node>, wrt: Symbol, env: &Env<f64>, hessian: bool) -> Result<(f64, Mat<f64>, Mat<f64>), String> {
+    let x0 = env.get(&wrt).ok_or_else(|| format!("no value for `{wrt}`"))?;
+    let n = x0.len();
+    let lifted: Env<HyperDual64> = env.iter().map(|(k, v)| (*k, v.map(HyperDual64::from))).collect();
+    let mut value = f64::NAN;
+    let mut g = Mat::zeros(n, 1);
+    let mut h = Mat::zeros(n, n);
+    for i in 0..n {
+        for j in i..if hessian { n } else { i + 1 } {
+            let mut e = lifted.clone();
+            e.insert(wrt, Mat::from_fn(n, 1, |r, _| HyperDual64::new(x0[r], (r == i) as u8 as f64, (r == j) as u8 as f64, 0.0)));
+            let y = ev.eval(loss, &e)?;
+            if y.shape() != (1, 1) {
+                return Err("the loss is not a scalar".into());
+            }
+            let y = y[(0, 0)];
+            value = y.re;
+            if i == j {
+                g[(i, 0)] = y.eps1;
+            }
+            h[(i, j)] = y.eps1eps2;
+            h[(j, i)] = y.eps1eps2;
+        }
+    }
+    Ok((value, g, h))
+}
+
+/// What a definition's closed form must equal: E[T] or A, from the family itself.
+pub fn definition_reference(ev: &Evaluator, d: &Definition, env: &Env<f64>) -> Result<Mat<f64>, String> {
+    ev.eval(&d.term, env)
+}
+
+/// Label of a result for reports: "J", "grad J", "hess J" (with "wrt x" when needed).
+pub fn label(model: &Model, loss: &str, wrt: Option<&str>, order: usize) -> String {
+    let many = model.vars.values().filter(|v| v.role == Role::Param).count() > 1;
+    let base = match order {
+        0 => loss.to_string(),
+        1 => format!("grad {loss}"),
+        _ => format!("hess {loss}"),
+    };
+    match wrt {
+        Some(w) if many => format!("{base} wrt {w}"),
+        _ => base,
+    }
+}
+
+/// Runs the check over random points.
+pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn Fn(&Definition) -> String) -> CheckReport {
+    let ev = Evaluator::new(model);
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut comps: Vec<Comparison> = d
+        .results
+        .iter()
+        .map(|r| Comparison { quantity: label(model, &r.loss, r.wrt.as_deref(), r.order), max_rel_error: 0.0, passed: true, error: None })
+        .chain(d.definitions.iter().filter(|x| x.explicit.is_some()).map(|x| Comparison {
+            quantity: def_label(x),
+            max_rel_error: 0.0,
+            passed: true,
+            error: None,
+        }))
+        .collect();
+    let mut sizes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let fail = |c: &mut Comparison, e: String| {
+        if c.error.is_none() {
+            c.error = Some(e);
+        }
+        c.passed = false;
+        c.max_rel_error = f64::INFINITY;
+    };
+    for _ in 0..opts.points {
+        let (sz, env) = random_point(model, &mut rng, opts);
+        for (k, v) in sz {
+            let e = sizes.entry(k).or_insert((v, v));
+            e.0 = e.0.min(v);
+            e.1 = e.1.max(v);
+        }
+        for (i, r) in d.results.iter().enumerate() {
+            let loss = model.loss(&r.loss).unwrap();
+            let wrt = r.wrt.as_deref().map(Symbol::from).or_else(|| model.vars.values().find(|v| v.role == Role::Param).map(|v| Symbol::from(v.name.as_str())));
+            let reference = match wrt {
+                Some(w) => reference(&ev, loss, w, &env, r.order == 2).map(|(v, g, h)| match r.order {
+                    0 => Mat::from_element(1, 1, v),
+                    1 => g,
+                    _ => h,
+                }),
+                None => ev.eval(loss, &env),
+            };
+            let got = ev.eval(&r.term, &env);
+            let c = &mut comps[i];
+            match (got, reference) {
+                (Ok(a), Ok(b)) => {
+                    // a zero derivative prints as the scalar 0
+                    let a = if a.shape() == (1, 1) && b.shape() != (1, 1) && a[(0, 0)] == 0.0 { Mat::zeros(b.nrows(), b.ncols()) } else { a };
+                    let e = rel_error(&a, &b);
+                    if !(e <= opts.tolerance) {
+                        c.passed = false;
+                    }
+                    c.max_rel_error = c.max_rel_error.max(e);
+                    if e.is_nan() {
+                        c.max_rel_error = f64::INFINITY;
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => fail(c, e),
+            }
+        }
+        for (j, def) in d.definitions.iter().filter(|x| x.explicit.is_some()).enumerate() {
+            let c = &mut comps[d.results.len() + j];
+            match (ev.eval(def.explicit.as_ref().unwrap(), &env), definition_reference(&ev, def, &env)) {
+                (Ok(a), Ok(b)) => {
+                    let e = rel_error(&a, &b);
+                    if !(e <= opts.tolerance) {
+                        c.passed = false;
+                    }
+                    c.max_rel_error = c.max_rel_error.max(e);
+                }
+                (Err(e), _) | (_, Err(e)) => fail(c, e),
+            }
+        }
+    }
+    let passed = comps.iter().all(|c| c.passed);
+    CheckReport { points: opts.points, sizes, comparisons: comps, passed }
+}
+
+/// Reads `--at` values: `theta=[0.5,0.5]; q=[1,0]` (JSON numbers and arrays; a matrix is
+/// a list of rows). Sizes of dimensions are read off the values and must agree.
+pub fn parse_point(model: &Model, text: &str) -> Result<Env<f64>, String> {
+    let mut env = Env::new();
+    let mut sizes: BTreeMap<String, usize> = BTreeMap::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').ok_or_else(|| format!("`{part}`: expected NAME=VALUE"))?;
+        let name = name.trim();
+        let v = model.vars.get(name).ok_or_else(|| format!("`{name}` is not a parameter or data of the model"))?;
+        let json: serde_json::Value = serde_json::from_str(value.trim()).map_err(|e| format!("value of `{name}`: {e}"))?;
+        let num = |x: &serde_json::Value| x.as_f64().ok_or_else(|| format!("value of `{name}`: {x} is not a number"));
+        let m: Mat<f64> = match &json {
+            serde_json::Value::Array(rows) if rows.iter().all(|r| r.is_array()) => {
+                let rows: Vec<Vec<f64>> =
+                    rows.iter().map(|r| r.as_array().unwrap().iter().map(num).collect::<Result<Vec<_>, _>>()).collect::<Result<_, _>>()?;
+                let c = rows.first().map(|r| r.len()).unwrap_or(0);
+                if rows.iter().any(|r| r.len() != c) {
+                    return Err(format!("value of `{name}`: rows of different lengths"));
+                }
+                Mat::from_fn(rows.len(), c, |i, j| rows[i][j])
+            }
+            serde_json::Value::Array(xs) => {
+                let xs: Vec<f64> = xs.iter().map(num).collect::<Result<_, _>>()?;
+                Mat::from_column_slice(xs.len(), 1, &xs)
+            }
+            x => Mat::from_element(1, 1, num(x)?),
+        };
+        let Shape::Mat(r, c) = v.shape else { unreachable!() };
+        for (d, n) in [(r, m.nrows()), (c, m.ncols())] {
+            match d {
+                Dim::One if n != 1 => return Err(format!("`{name}` is {} but the value has {}×{} entries", v.shape, m.nrows(), m.ncols())),
+                Dim::One => {}
+                Dim::Named(s) => {
+                    let fixed = s.as_str().parse::<usize>().ok();
+                    let prev = fixed.or_else(|| sizes.get(s.as_str()).copied());
+                    if let Some(p) = prev.filter(|p| *p != n) {
+                        return Err(format!("`{name}` gives {s} = {n}, but {s} = {p} already"));
+                    }
+                    sizes.insert(s.to_string(), n);
+                }
+            }
+        }
+        check_domain(name, &m, v.domain)?;
+        env.insert(Symbol::from(name), m);
+    }
+    for v in model.vars.values().filter(|v| v.role != Role::Random) {
+        if !env.contains_key(&Symbol::from(v.name.as_str())) {
+            return Err(format!("no value for `{}` in --at", v.name));
+        }
+    }
+    Ok(env)
+}
+
+fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("`{name}` must be {why}"));
+    match d {
+        Domain::Real => {}
+        Domain::Positive if m.iter().any(|x| *x <= 0.0) => return bad("positive"),
+        Domain::Binary if m.iter().any(|x| *x != 0.0 && *x != 1.0) => return bad("0 or 1"),
+        Domain::Count if m.iter().any(|x| *x < 0.0 || x.fract() != 0.0) => return bad("a whole number ≥ 0"),
+        Domain::Simplex if m.iter().any(|x| *x < 0.0) || (m.sum() - 1.0).abs() > 1e-9 => return bad("on the simplex (entries ≥ 0 summing to 1)"),
+        Domain::OneHot if m.iter().filter(|x| **x == 1.0).count() != 1 || m.iter().any(|x| *x != 0.0 && *x != 1.0) => return bad("one-hot"),
+        _ => {}
+    }
+    if m.iter().any(|x| !x.is_finite()) {
+        return bad("finite");
+    }
+    Ok(())
+}

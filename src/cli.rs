@@ -1,0 +1,248 @@
+//! The command line: arguments → a validated request → the pipeline → output and exit code
+//! (0 ok, 1 the numeric check failed, 2 bad input).
+
+use crate::check::{check, parse_point, CheckOptions};
+use crate::derive::{derive, Limits};
+use crate::model::{build_model, Model};
+use crate::print::Style;
+use crate::report::{definition_line, Outcome};
+use crate::rules::{rule_set, Rule, DEFAULT_FAMILIES};
+use crate::syntax::{parse_model, FamilyDecl, StmtKind, SyntaxError};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "evolved", version, about = "Derive gradients and Hessians of exponential-family losses, and check them numerically")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Derive the gradient and Hessian of a model's loss, print them, and check them
+    Derive(DeriveArgs),
+    /// Derive and run only the numeric check (exit 1 when it fails)
+    Check(DeriveArgs),
+    /// List the loaded rules and families
+    Rules(RulesArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RulesArgs {
+    /// A folder of extra `.rules` files (and `.ef` family files); may be repeated
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Use only the rules and families of the --rules folders, not the built-in ones
+    #[arg(long)]
+    pub only_rules: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeriveArgs {
+    /// The model file
+    pub file: Option<PathBuf>,
+    /// The model as text, statements separated by `;`
+    #[arg(short = 'e', long = "expr", value_name = "MODEL", conflicts_with = "file")]
+    pub expr: Option<String>,
+    /// Print LaTeX (an align* block)
+    #[arg(long)]
+    pub latex: bool,
+    /// Print JSON
+    #[arg(long, conflicts_with = "latex")]
+    pub json: bool,
+    /// Plain ASCII text instead of Unicode
+    #[arg(long)]
+    pub ascii: bool,
+    /// Evaluate every result at a point, e.g. 'theta=[0.1,0.2]; q=[0.5,0.5]'
+    #[arg(long, value_name = "VALUES")]
+    pub at: Option<String>,
+    /// Skip the numeric check
+    #[arg(long)]
+    pub no_check: bool,
+    /// Random points in the numeric check
+    #[arg(long, default_value_t = 20)]
+    pub points: usize,
+    /// Seed of the numeric check
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// List the rules that rewrote the e-graph
+    #[arg(long)]
+    pub show_rules: bool,
+    #[command(flatten)]
+    pub rules: RulesArgs,
+}
+
+/// The rules and the catalog, from the built-ins and/or folders.
+pub struct RuleSources {
+    pub rules: Vec<Rule>,
+    pub families: Vec<(String, String)>,
+}
+
+/// Reads the rule folders. Errors are file:line:col messages.
+pub fn load_sources(a: &RulesArgs) -> Result<RuleSources, String> {
+    let mut extra_rules = vec![];
+    let mut families: Vec<(String, String)> =
+        if a.only_rules { vec![] } else { DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect() };
+    for dir in &a.rules {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("rules" | "ef")))
+            .collect();
+        entries.sort();
+        for p in entries {
+            let src = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if p.extension().is_some_and(|x| x == "ef") {
+                families.push((p.display().to_string(), src));
+            } else {
+                extra_rules.push((p.display().to_string(), src));
+            }
+        }
+    }
+    let rules = rule_set(&extra_rules, !a.only_rules).map_err(|e| e.to_string())?;
+    Ok(RuleSources { rules, families })
+}
+
+/// The catalog's family declarations.
+pub fn catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String> {
+    let mut out = vec![];
+    for (file, src) in families {
+        let stmts = parse_model(src).map_err(|e| diagnostic(file, src, &e))?;
+        for s in stmts {
+            match s.kind {
+                StmtKind::Family(f) => out.push(f),
+                _ => return Err(diagnostic(file, src, &SyntaxError { span: s.span, message: "a family file holds only `family` statements".into() })),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An error with file:line:col, the line, and a caret under the place.
+pub fn diagnostic(file: &str, src: &str, e: &SyntaxError) -> String {
+    use ariadne::{Config, Label, Report, ReportKind, Source};
+    let start = e.span.start.min(src.len());
+    let end = e.span.end.clamp(start, src.len());
+    let before = &src[..start];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    // ariadne counts characters
+    let cs = src[..start].chars().count();
+    let ce = cs + src[start..end].chars().count().max(1);
+    let mut buf = Vec::new();
+    let report = Report::build(ReportKind::Error, (file, cs..ce))
+        .with_config(Config::default().with_color(false))
+        .with_message(format!("{file}:{line}:{col}: {}", e.message))
+        .with_label(Label::new((file, cs..ce)).with_message(&e.message))
+        .finish();
+    if report.write((file, Source::from(src)), &mut buf).is_err() {
+        return format!("error: {file}:{line}:{col}: {}", e.message);
+    }
+    String::from_utf8_lossy(&buf).trim_end().to_string()
+}
+
+/// Reads a model from a file or a one-liner.
+pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<(Model, String, String), String> {
+    let (file, src) = match (&a.file, &a.expr) {
+        (_, Some(e)) => ("<expr>".to_string(), e.clone()),
+        (Some(f), None) => (f.display().to_string(), std::fs::read_to_string(f).map_err(|e| format!("error: {}: {e}", f.display()))?),
+        (None, None) => return Err("error: give a model file or -e 'MODEL'".into()),
+    };
+    if src.trim().is_empty() {
+        return Err(format!("error: {file}: the model is empty"));
+    }
+    let stmts = parse_model(&src).map_err(|e| diagnostic(&file, &src, &e))?;
+    let cat = catalog(families)?;
+    let model = build_model(&stmts, &cat).map_err(|e| diagnostic(&file, &src, &e))?;
+    Ok((model, file, src))
+}
+
+/// Runs the tool; returns the exit code.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match cli.command {
+        Command::Rules(a) => match load_sources(&a) {
+            Ok(src) => {
+                for r in &src.rules {
+                    let _ = writeln!(out, "{:<22} {}", r.name, r.description);
+                }
+                match catalog(&src.families) {
+                    Ok(fams) => {
+                        for f in fams {
+                            let _ = writeln!(out, "family {}", f.name);
+                        }
+                        0
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "{e}");
+                        2
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(err, "error: {e}");
+                2
+            }
+        },
+        Command::Derive(a) => derive_cmd(&a, false, out, err),
+        Command::Check(a) => derive_cmd(&a, true, out, err),
+    }
+}
+
+fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let sources = match load_sources(&a.rules) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+    };
+    let (model, _file, _src) = match read_model(a, &sources.families) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 2;
+        }
+    };
+    let at = match &a.at {
+        Some(text) => match parse_point(&model, text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = writeln!(err, "error: --at: {e}");
+                return 2;
+            }
+        },
+        None => None,
+    };
+    let derivation = match derive(&model, &sources.rules, &Limits::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+    };
+    let style = if a.ascii { Style::Ascii } else { Style::Unicode };
+    let report = (!a.no_check || check_only).then(|| {
+        let opts = CheckOptions { points: a.points.max(1), seed: a.seed, ..Default::default() };
+        check(&model, &derivation, &opts, &|d| definition_line(&model, d, style))
+    });
+    let outcome = Outcome { model: &model, derivation: &derivation, check: report.as_ref(), at: at.as_ref(), rules: &sources.rules };
+    let text = if a.json {
+        serde_json::to_string_pretty(&outcome.json()).unwrap() + "\n"
+    } else if a.latex {
+        outcome.latex()
+    } else if check_only {
+        crate::report::check_line(&model, report.as_ref().unwrap(), style) + "\n"
+    } else {
+        outcome.text(style, a.show_rules)
+    };
+    let _ = out.write_all(text.as_bytes());
+    match &report {
+        Some(r) if !r.passed => {
+            let _ = writeln!(err, "error: the numeric check failed: a derived formula disagrees with the loss's derivatives");
+            1
+        }
+        _ => 0,
+    }
+}

@@ -1,0 +1,381 @@
+//! Numbers: evaluates terms with nalgebra matrices, over plain floats or hyper-dual
+//! numbers (for derivatives computed independently of the rules). Families are
+//! evaluated from their definitions: E[T] and Cov[T] as derivatives of A by dual
+//! numbers, expectations by summing over the support.
+
+use crate::lang::Node;
+use crate::model::{Domain, Family, Model};
+use egg::{Id, RecExpr, Symbol};
+use nalgebra::DMatrix;
+use num_dual::{DualNum, HyperDual64};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+/// A number the evaluator computes with.
+pub trait Scalar:
+    Copy + Debug + PartialEq + 'static + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> + Neg<Output = Self>
+{
+    fn of(x: f64) -> Self;
+    fn re(&self) -> f64;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn powi(self, n: i32) -> Self;
+}
+
+impl Scalar for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn re(&self) -> f64 {
+        *self
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+    fn ln_1p(self) -> Self {
+        f64::ln_1p(self)
+    }
+    fn powi(self, n: i32) -> Self {
+        f64::powi(self, n)
+    }
+}
+
+impl Scalar for HyperDual64 {
+    fn of(x: f64) -> Self {
+        HyperDual64::from(x)
+    }
+    fn re(&self) -> f64 {
+        self.re
+    }
+    fn exp(self) -> Self {
+        DualNum::exp(&self)
+    }
+    fn ln(self) -> Self {
+        DualNum::ln(&self)
+    }
+    fn ln_1p(self) -> Self {
+        DualNum::ln_1p(&self)
+    }
+    fn powi(self, n: i32) -> Self {
+        DualNum::powi(&self, n)
+    }
+}
+
+pub type Mat<S> = DMatrix<S>;
+pub type Env<S> = HashMap<Symbol, Mat<S>>;
+
+fn softplus<S: Scalar>(u: S) -> S {
+    // log(1 + eᵘ) without overflow or loss of tiny values
+    if u.re() > 0.0 {
+        u + (-u).exp().ln_1p()
+    } else {
+        u.exp().ln_1p()
+    }
+}
+
+fn sigmoid<S: Scalar>(u: S) -> S {
+    if u.re() >= 0.0 {
+        S::of(1.0) / (S::of(1.0) + (-u).exp())
+    } else {
+        let e = u.exp();
+        e / (S::of(1.0) + e)
+    }
+}
+
+fn logsumexp<S: Scalar>(v: &Mat<S>) -> S {
+    let m = v.iter().map(|x| x.re()).fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return S::of(m);
+    }
+    let s = v.iter().fold(S::of(0.0), |acc, &x| acc + (x - S::of(m)).exp());
+    S::of(m) + s.ln()
+}
+
+fn zip<S: Scalar>(a: &Mat<S>, b: &Mat<S>, f: impl Fn(S, S) -> S) -> Result<Mat<S>, String> {
+    if a.shape() == b.shape() {
+        Ok(a.zip_map(b, f))
+    } else if a.shape() == (1, 1) {
+        let x = a[(0, 0)];
+        Ok(b.map(|y| f(x, y)))
+    } else if b.shape() == (1, 1) {
+        let y = b[(0, 0)];
+        Ok(a.map(|x| f(x, y)))
+    } else {
+        Err(format!("shapes {:?} and {:?} do not match", a.shape(), b.shape()))
+    }
+}
+
+fn matmul<S: Scalar>(a: &Mat<S>, b: &Mat<S>) -> Result<Mat<S>, String> {
+    if a.ncols() != b.nrows() && (a.shape() == (1, 1) || b.shape() == (1, 1)) {
+        // a 1×1 factor (such as the zero 0) scales
+        return zip(a, b, |x, y| x * y);
+    }
+    if a.ncols() != b.nrows() {
+        return Err(format!("cannot multiply {:?} by {:?}", a.shape(), b.shape()));
+    }
+    Ok(Mat::from_fn(a.nrows(), b.ncols(), |i, j| (0..a.ncols()).fold(S::of(0.0), |acc, k| acc + a[(i, k)] * b[(k, j)])))
+}
+
+fn scalar<S: Scalar>(x: S) -> Mat<S> {
+    Mat::from_element(1, 1, x)
+}
+
+fn column<S: Scalar>(m: &Mat<S>, what: &str) -> Result<(), String> {
+    if m.ncols() == 1 {
+        Ok(())
+    } else {
+        Err(format!("{what} needs a vector, got a {}×{} matrix", m.nrows(), m.ncols()))
+    }
+}
+
+/// Evaluates terms of one model.
+pub struct Evaluator<'m> {
+    pub model: &'m Model,
+}
+
+impl<'m> Evaluator<'m> {
+    pub fn new(model: &'m Model) -> Self {
+        Evaluator { model }
+    }
+
+    pub fn eval<S: Scalar>(&self, term: &RecExpr<Node>, env: &Env<S>) -> Result<Mat<S>, String> {
+        let root = Id::from(term.as_ref().len() - 1);
+        self.at(term, root, env)
+    }
+
+    fn family(&self, term: &RecExpr<Node>, id: Id) -> Result<&'m Family, String> {
+        match &term[id] {
+            Node::Symbol(s) => self.model.family(*s).ok_or_else(|| format!("unknown family {s}")),
+            n => Err(format!("expected a family, got {n}")),
+        }
+    }
+
+    /// A(η) of a family, at η.
+    fn logpart<S: Scalar>(&self, f: &Family, eta: Mat<S>) -> Result<S, String> {
+        let mut env = Env::new();
+        env.insert(Symbol::from(f.param.as_str()), eta);
+        Ok(self.eval(&f.logpart, &env)?[(0, 0)])
+    }
+
+    /// E[T] and Cov[T] at η: the gradient and Hessian of A by hyper-dual numbers.
+    pub fn moments(&self, f: &Family, eta: &Mat<f64>) -> Result<(Mat<f64>, Mat<f64>), String> {
+        let n = eta.nrows();
+        let mut g = Mat::zeros(n, 1);
+        let mut h = Mat::zeros(n, n);
+        for i in 0..n {
+            for j in i..n {
+                let e = Mat::from_fn(n, 1, |r, _| HyperDual64::new(eta[(r, 0)], (r == i) as u8 as f64, (r == j) as u8 as f64, 0.0));
+                let a = self.logpart(f, e)?;
+                g[(i, 0)] = a.eps1;
+                h[(i, j)] = a.eps1eps2;
+                h[(j, i)] = a.eps1eps2;
+            }
+        }
+        Ok((g, h))
+    }
+
+    fn at<S: Scalar>(&self, t: &RecExpr<Node>, id: Id, env: &Env<S>) -> Result<Mat<S>, String> {
+        let ev = |c: Id| self.at(t, c, env);
+        let one = S::of(1.0);
+        Ok(match &t[id] {
+            Node::Num(r) => scalar(S::of(*r.numer() as f64 / *r.denom() as f64)),
+            Node::Symbol(s) => env.get(s).cloned().ok_or_else(|| format!("no value for `{s}`"))?,
+            Node::Add([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x + y)?,
+            Node::Sub([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x - y)?,
+            Node::Mul([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x * y)?,
+            Node::Div([a, b]) => {
+                // exp(v) / 1ᵀexp(v) is softmax(v): evaluate it stably.
+                if let (Node::Exp(v), Node::Sum(s)) = (&t[*a], &t[*b]) {
+                    if let Node::Exp(w) = &t[*s] {
+                        if same(t, *v, *w) {
+                            return softmax(&ev(*v)?);
+                        }
+                    }
+                }
+                zip(&ev(*a)?, &ev(*b)?, |x, y| x / y)?
+            }
+            Node::Pow([a, b]) => {
+                let (x, p) = (ev(*a)?, ev(*b)?);
+                if p.shape() != (1, 1) {
+                    return Err("the exponent must be a scalar".into());
+                }
+                let p = p[(0, 0)];
+                let pr = p.re();
+                if pr.fract() == 0.0 && pr.abs() < 1e6 && p == S::of(pr) {
+                    x.map(|v| v.powi(pr as i32))
+                } else {
+                    x.map(|v| (v.ln() * p).exp())
+                }
+            }
+            Node::Neg(a) => ev(*a)?.map(|x| -x),
+            Node::MatMul([a, b]) => matmul(&ev(*a)?, &ev(*b)?)?,
+            Node::Transpose(a) => ev(*a)?.transpose(),
+            Node::Dot([a, b]) => {
+                let (x, y) = (ev(*a)?, ev(*b)?);
+                if x.shape() != y.shape() {
+                    return Err("dot of vectors of different lengths".into());
+                }
+                scalar(x.iter().zip(y.iter()).fold(S::of(0.0), |acc, (p, q)| acc + *p * *q))
+            }
+            Node::Outer([a, b]) => {
+                let (x, y) = (ev(*a)?, ev(*b)?);
+                column(&x, "outer")?;
+                column(&y, "outer")?;
+                Mat::from_fn(x.nrows(), y.nrows(), |i, j| x[(i, 0)] * y[(j, 0)])
+            }
+            Node::Sum(a) => {
+                let x = ev(*a)?;
+                Mat::from_fn(1, x.ncols(), |_, j| (0..x.nrows()).fold(S::of(0.0), |acc, i| acc + x[(i, j)]))
+            }
+            Node::Diag(a) => {
+                let x = ev(*a)?;
+                column(&x, "diag")?;
+                Mat::from_fn(x.nrows(), x.nrows(), |i, j| if i == j { x[(i, 0)] } else { S::of(0.0) })
+            }
+            Node::Exp(a) => ev(*a)?.map(|x| x.exp()),
+            Node::Log(a) => self.log(t, *a, env)?,
+            Node::Sigmoid(a) => ev(*a)?.map(sigmoid),
+            Node::Softmax(a) => softmax(&ev(*a)?)?,
+            Node::LogSumExp(a) => {
+                let x = ev(*a)?;
+                column(&x, "logsumexp")?;
+                scalar(logsumexp(&x))
+            }
+            Node::Eye(a) => {
+                let n = ev(*a)?.nrows();
+                Mat::from_fn(n, n, |i, j| if i == j { one } else { S::of(0.0) })
+            }
+            Node::Jac([f, x]) => self.jacobian(t, *f, *x, env)?,
+            Node::Expect([q, x, body]) => self.expect(t, *q, *x, *body, env)?,
+            Node::LogP([f, x, theta]) => {
+                let fam = self.family(t, *f)?;
+                let (xv, tv) = (ev(*x)?, ev(*theta)?);
+                let mut e = Env::new();
+                e.insert(Symbol::from(fam.var.as_str()), xv);
+                let stat = self.eval(&fam.stat, &e)?;
+                let logh = self.eval(&fam.logh, &e)?[(0, 0)];
+                if stat.shape() != tv.shape() {
+                    return Err(format!("T(x) of {} and its parameter differ in shape", fam.name));
+                }
+                let dot = stat.iter().zip(tv.iter()).fold(S::of(0.0), |acc, (a, b)| acc + *a * *b);
+                scalar(dot + logh - self.logpart(fam, tv)?)
+            }
+            Node::LogPart([f, theta]) => {
+                let fam = self.family(t, *f)?;
+                scalar(self.logpart(fam, ev(*theta)?)?)
+            }
+            Node::Mean([f, theta]) | Node::Cov([f, theta]) | Node::Second([f, theta]) => {
+                // Moments are computed from the real part: they are not differentiated again.
+                let fam = self.family(t, *f)?;
+                let eta = ev(*theta)?.map(|x| x.re());
+                let (m, c) = self.moments(fam, &eta)?;
+                let out = match &t[id] {
+                    Node::Mean(_) => m,
+                    Node::Cov(_) => c,
+                    _ => &c + &m * m.transpose(),
+                };
+                out.map(S::of)
+            }
+        })
+    }
+
+    /// log, with the stable forms of log(1 + eᵘ), log(1 + u), log 1ᵀexp(v), log σ and log softmax.
+    fn log<S: Scalar>(&self, t: &RecExpr<Node>, a: Id, env: &Env<S>) -> Result<Mat<S>, String> {
+        let ev = |c: Id| self.at(t, c, env);
+        let is_one = |c: Id| matches!(&t[c], Node::Num(r) if *r == 1.into());
+        match &t[a] {
+            Node::Add([x, y]) if is_one(*x) || is_one(*y) => {
+                let u = if is_one(*x) { *y } else { *x };
+                if let Node::Exp(v) = &t[u] {
+                    return Ok(ev(*v)?.map(softplus));
+                }
+                Ok(ev(u)?.map(|x| x.ln_1p()))
+            }
+            Node::Sum(s) => {
+                if let Node::Exp(v) = &t[*s] {
+                    let x = ev(*v)?;
+                    column(&x, "log 1ᵀexp")?;
+                    return Ok(scalar(logsumexp(&x)));
+                }
+                Ok(ev(a)?.map(|x| x.ln()))
+            }
+            Node::Sigmoid(u) => Ok(ev(*u)?.map(|x| -softplus(-x))),
+            Node::Softmax(v) => {
+                let x = ev(*v)?;
+                column(&x, "softmax")?;
+                let l = logsumexp(&x);
+                Ok(x.map(|y| y - l))
+            }
+            _ => Ok(ev(a)?.map(|x| x.ln())),
+        }
+    }
+
+    fn expect<S: Scalar>(&self, t: &RecExpr<Node>, q: Id, x: Id, body: Id, env: &Env<S>) -> Result<Mat<S>, String> {
+        let Node::Symbol(xs) = &t[x] else { return Err("an expectation must be over a variable".into()) };
+        let v = self.model.var(*xs).ok_or_else(|| format!("unknown variable {xs}"))?;
+        let w = self.at(t, q, env)?;
+        let mut env2 = env.clone();
+        let mut total: Option<Mat<S>> = None;
+        let mut add = |weight: S, value: Mat<S>| {
+            let term = value.map(|y| weight * y);
+            total = Some(match total.take() {
+                Some(acc) => acc.zip_map(&term, |a, b| a + b),
+                None => term,
+            });
+        };
+        match v.domain {
+            Domain::OneHot => {
+                let k = w.nrows();
+                for i in 0..k {
+                    env2.insert(*xs, Mat::from_fn(k, 1, |r, _| S::of((r == i) as u8 as f64)));
+                    add(w[(i, 0)], self.at(t, body, &env2)?);
+                }
+            }
+            Domain::Binary => {
+                let p = w[(0, 0)];
+                env2.insert(*xs, scalar(S::of(1.0)));
+                add(p, self.at(t, body, &env2)?);
+                env2.insert(*xs, scalar(S::of(0.0)));
+                add(S::of(1.0) - p, self.at(t, body, &env2)?);
+            }
+            d => return Err(format!("expectations over {} variables are not evaluated yet", d.name())),
+        }
+        total.ok_or_else(|| "an empty expectation".into())
+    }
+
+    /// A derivative the rules left in place, computed with dual numbers.
+    fn jacobian<S: Scalar>(&self, t: &RecExpr<Node>, f: Id, x: Id, env: &Env<S>) -> Result<Mat<S>, String> {
+        let Node::Symbol(xs) = &t[x] else { return Err("a derivative must be with respect to a variable".into()) };
+        let base: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|y| y.re()))).collect();
+        let x0 = base.get(xs).ok_or_else(|| format!("no value for `{xs}`"))?.clone();
+        let n = x0.len();
+        let mut cols: Vec<Mat<f64>> = vec![];
+        for j in 0..n {
+            let mut e: Env<HyperDual64> = base.iter().map(|(k, v)| (*k, v.map(HyperDual64::from))).collect();
+            e.insert(*xs, Mat::from_fn(x0.nrows(), x0.ncols(), |r, c| {
+                let idx = c * x0.nrows() + r;
+                HyperDual64::new(x0[(r, c)], (idx == j) as u8 as f64, 0.0, 0.0)
+            }));
+            let y = self.at(t, f, &e)?;
+            cols.push(y.map(|v| v.eps1));
+        }
+        let m = cols.first().map(|c| c.len()).unwrap_or(0);
+        Ok(Mat::from_fn(m, n, |i, j| S::of(cols[j][i])))
+    }
+}
+
+fn softmax<S: Scalar>(x: &Mat<S>) -> Result<Mat<S>, String> {
+    column(x, "softmax")?;
+    let l = logsumexp(x);
+    Ok(x.map(|y| (y - l).exp()))
+}
+
+/// Are two subterms the same?
+fn same(t: &RecExpr<Node>, a: Id, b: Id) -> bool {
+    a == b || crate::derive::subterm(t, a) == crate::derive::subterm(t, b)
+}

@@ -1,0 +1,250 @@
+//! The term language shared by the e-graph, the printers and the evaluator, and its
+//! shape rules.
+//!
+//! Every value is a matrix: a scalar is 1×1 and a vector is a column (n×1). Dimensions
+//! are symbolic (`k`, `n`) so one derivation holds for every size.
+
+use egg::{define_language, Id, Language, Symbol};
+use num_rational::Rational64;
+use std::fmt;
+
+define_language! {
+    /// One node of a term. `jac f x` is the Jacobian ∂f/∂x (rows: entries of f, columns:
+    /// entries of x), so `transpose (jac J x)` is the gradient of a scalar J.
+    pub enum Node {
+        "+" = Add([Id; 2]),
+        "-" = Sub([Id; 2]),
+        // `*` and `/` are elementwise, with a scalar broadcast to the other side's shape.
+        "*" = Mul([Id; 2]),
+        "/" = Div([Id; 2]),
+        "^" = Pow([Id; 2]),
+        "neg" = Neg(Id),
+        "@" = MatMul([Id; 2]),
+        "transpose" = Transpose(Id),
+        "dot" = Dot([Id; 2]),
+        "outer" = Outer([Id; 2]),
+        // sum over the first axis: a vector gives a scalar, a matrix a row.
+        "sum" = Sum(Id),
+        "diag" = Diag(Id),
+        "exp" = Exp(Id),
+        "log" = Log(Id),
+        "sigmoid" = Sigmoid(Id),
+        "softmax" = Softmax(Id),
+        "logsumexp" = LogSumExp(Id),
+        // the identity matrix as large as the vector argument
+        "eye" = Eye(Id),
+        "jac" = Jac([Id; 2]),
+        // expect q x body: the expectation of body over x with weights q
+        "expect" = Expect([Id; 3]),
+        // family quantities: log density, log-partition A, E[T], Cov[T], E[T Tᵀ]
+        "logp" = LogP([Id; 3]),
+        "logpart" = LogPart([Id; 2]),
+        "mean" = Mean([Id; 2]),
+        "cov" = Cov([Id; 2]),
+        "second" = Second([Id; 2]),
+        Num(Rational64),
+        Symbol(Symbol),
+    }
+}
+
+impl Node {
+    /// Nodes that name a family quantity (their first child is the family).
+    pub fn is_family_quantity(&self) -> bool {
+        matches!(
+            self,
+            Node::LogP(_) | Node::LogPart(_) | Node::Mean(_) | Node::Cov(_) | Node::Second(_)
+        )
+    }
+}
+
+/// One dimension of a shape: 1 or a named dimension.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Dim {
+    One,
+    Named(Symbol),
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::One => write!(f, "1"),
+            Dim::Named(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// The shape of a term. The number 0 stands for the zero of every shape: it is a
+/// scalar in terms, and a class that holds it has no single shape in the e-graph.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Shape {
+    /// rows × columns
+    Mat(Dim, Dim),
+    /// a family name (only as the first argument of a family quantity)
+    Family,
+}
+
+pub const SCALAR: Shape = Shape::Mat(Dim::One, Dim::One);
+
+impl Shape {
+    pub fn vector(n: Dim) -> Shape {
+        Shape::Mat(n, Dim::One)
+    }
+    pub fn is_scalar(&self) -> bool {
+        *self == SCALAR
+    }
+    pub fn is_column(&self) -> bool {
+        matches!(self, Shape::Mat(_, Dim::One))
+    }
+    pub fn rows(&self) -> Option<Dim> {
+        match self {
+            Shape::Mat(r, _) => Some(*r),
+            Shape::Family => None,
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Family => write!(f, "a family"),
+            Shape::Mat(Dim::One, Dim::One) => write!(f, "a scalar"),
+            Shape::Mat(n, Dim::One) => write!(f, "a vector of length {n}"),
+            Shape::Mat(Dim::One, n) => write!(f, "a row of length {n}"),
+            Shape::Mat(r, c) => write!(f, "a {r}×{c} matrix"),
+        }
+    }
+}
+
+/// The shape a node has, given the shapes of its children; `Err` says why it is ill-shaped.
+/// Leaves (numbers, symbols) are the caller's business.
+pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
+    use Node::*;
+    let mat = |i: usize| -> Result<(Dim, Dim), String> {
+        match kids[i] {
+            Shape::Mat(r, c) => Ok((r, c)),
+            Shape::Family => Err("a family name is not a value".into()),
+        }
+    };
+    let column = |i: usize, what: &str| -> Result<Dim, String> {
+        match mat(i)? {
+            (n, Dim::One) => Ok(n),
+            _ => Err(format!("{what} needs a vector, got {}", kids[i])),
+        }
+    };
+    let family = |i: usize| -> Result<(), String> {
+        match kids[i] {
+            Shape::Family => Ok(()),
+            _ => Err("expected a family name".into()),
+        }
+    };
+    match node {
+        Add(_) | Sub(_) | Mul(_) | Div(_) => {
+            let (a, b) = (mat(0)?, mat(1)?);
+            if a == b || b == (Dim::One, Dim::One) {
+                Ok(kids[0])
+            } else if a == (Dim::One, Dim::One) {
+                Ok(kids[1])
+            } else {
+                Err(format!("shapes do not match: {} and {}", kids[0], kids[1]))
+            }
+        }
+        Pow(_) => {
+            mat(0)?;
+            if !kids[1].is_scalar() {
+                return Err(format!("the exponent must be a scalar, got {}", kids[1]));
+            }
+            Ok(kids[0])
+        }
+        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) => {
+            mat(0)?;
+            Ok(kids[0])
+        }
+        MatMul(_) => {
+            let ((m, n), (n2, p)) = (mat(0)?, mat(1)?);
+            if n != n2 {
+                return Err(format!("cannot multiply {} by {}", kids[0], kids[1]));
+            }
+            Ok(Shape::Mat(m, p))
+        }
+        Transpose(_) => {
+            let (r, c) = mat(0)?;
+            Ok(Shape::Mat(c, r))
+        }
+        Dot(_) => {
+            let (a, b) = (column(0, "dot")?, column(1, "dot")?);
+            if a != b {
+                return Err(format!("dot of {} and {}", kids[0], kids[1]));
+            }
+            Ok(SCALAR)
+        }
+        Outer(_) => Ok(Shape::Mat(column(0, "outer")?, column(1, "outer")?)),
+        Sum(_) => Ok(Shape::Mat(Dim::One, mat(0)?.1)),
+        Diag(_) => {
+            let n = column(0, "diag")?;
+            Ok(Shape::Mat(n, n))
+        }
+        Softmax(_) => Ok(Shape::vector(column(0, "softmax")?)),
+        LogSumExp(_) => {
+            column(0, "logsumexp")?;
+            Ok(SCALAR)
+        }
+        Eye(_) => {
+            let n = column(0, "eye")?;
+            Ok(Shape::Mat(n, n))
+        }
+        Jac(_) => {
+            let (f, x) = (column(0, "a derivative")?, column(1, "a derivative")?);
+            Ok(Shape::Mat(f, x))
+        }
+        Expect(_) => {
+            column(1, "an expectation's variable")?;
+            if kids[0] != kids[1] {
+                return Err(format!("the weights of an expectation must be shaped like its variable: {} and {}", kids[0], kids[1]));
+            }
+            mat(2)?;
+            Ok(kids[2])
+        }
+        LogP(_) => {
+            family(0)?;
+            mat(1)?;
+            column(2, "a family parameter")?;
+            Ok(SCALAR)
+        }
+        LogPart(_) => {
+            family(0)?;
+            column(1, "a family parameter")?;
+            Ok(SCALAR)
+        }
+        // Natural parameter and sufficient statistic have the same shape.
+        Mean(_) => {
+            family(0)?;
+            Ok(Shape::vector(column(1, "a family parameter")?))
+        }
+        Cov(_) | Second(_) => {
+            family(0)?;
+            let n = column(1, "a family parameter")?;
+            Ok(Shape::Mat(n, n))
+        }
+        Num(_) => Ok(SCALAR),
+        Symbol(s) => Err(format!("unknown name `{s}`")),
+    }
+}
+
+/// The shape of every node of a term, given the shapes of its symbols.
+pub fn term_shapes(
+    expr: &egg::RecExpr<Node>,
+    leaf: &dyn Fn(Symbol) -> Option<Shape>,
+) -> Result<Vec<Shape>, String> {
+    let mut shapes: Vec<Shape> = Vec::with_capacity(expr.len());
+    for node in expr.iter() {
+        let s = match node {
+            Node::Symbol(s) => leaf(*s).ok_or_else(|| format!("unknown name `{s}`"))?,
+            _ => {
+                let kids: Vec<Shape> = node.children().iter().map(|&c| shapes[usize::from(c)]).collect();
+                node_shape(node, &kids)?
+            }
+        };
+        shapes.push(s);
+    }
+    Ok(shapes)
+}

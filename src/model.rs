@@ -1,0 +1,592 @@
+//! Syntax trees to a checked model: names resolved, shapes and domains known, losses as
+//! terms of the shared language, families (catalog and user-declared) ready to become
+//! rules.
+
+use crate::lang::{node_shape, Dim, Node, Shape, SCALAR};
+use crate::syntax::{self, Expr, ExprKind, FamilyDecl, Span, StmtKind, SyntaxError, TypeExpr};
+use egg::{Id, Language, RecExpr, Symbol};
+use num_traits::{CheckedDiv, CheckedMul};
+use num_rational::Rational64;
+use std::collections::BTreeMap;
+
+/// Where a value lives; sampled from it in checks and used by conditional rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    Real,
+    Positive,
+    Simplex,
+    OneHot,
+    Binary,
+    Count,
+}
+
+impl Domain {
+    fn parse(s: &str) -> Option<Domain> {
+        Some(match s {
+            "R" | "real" | "ℝ" => Domain::Real,
+            "positive" | "R+" => Domain::Positive,
+            "simplex" => Domain::Simplex,
+            "onehot" => Domain::OneHot,
+            "binary" => Domain::Binary,
+            "count" => Domain::Count,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::Real => "R",
+            Domain::Positive => "positive",
+            Domain::Simplex => "simplex",
+            Domain::OneHot => "onehot",
+            Domain::Binary => "binary",
+            Domain::Count => "count",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Param,
+    Data,
+    /// declared by `x ~ family(…)` only
+    Random,
+}
+
+#[derive(Clone, Debug)]
+pub struct Var {
+    pub name: String,
+    pub shape: Shape,
+    pub domain: Domain,
+    pub role: Role,
+    /// the family it is drawn from, if any: (family index, its parameter, the parameter's shape)
+    pub family: Option<(usize, RecExpr<Node>, Shape)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Family {
+    pub name: String,
+    pub param: String,
+    pub param_shape: Shape,
+    pub var: String,
+    pub var_shape: Shape,
+    pub support: Domain,
+    /// T(x), in terms of `var`
+    pub stat: RecExpr<Node>,
+    /// A(η), in terms of `param`
+    pub logpart: RecExpr<Node>,
+    /// log h(x), in terms of `var`
+    pub logh: RecExpr<Node>,
+    /// what the mean E[T(x)] is called in printed results
+    pub mean_name: Option<String>,
+    pub from_catalog: bool,
+}
+
+impl Family {
+    /// T(x) = x with x one-hot or binary: E[T Tᵀ] = diag(E[T]).
+    pub fn is_indicator(&self) -> bool {
+        matches!(self.support, Domain::OneHot | Domain::Binary)
+            && self.stat.as_ref() == [Node::Symbol(Symbol::from(self.var.as_str()))]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub loss: String,
+    pub wrt: String,
+    pub order: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    /// named dimensions; a number as a name is a fixed size
+    pub dims: Vec<String>,
+    pub vars: BTreeMap<String, Var>,
+    pub families: Vec<Family>,
+    pub losses: Vec<(String, RecExpr<Node>)>,
+    pub requests: Vec<Request>,
+}
+
+impl Model {
+    pub fn var(&self, s: Symbol) -> Option<&Var> {
+        self.vars.get(s.as_str())
+    }
+    pub fn family(&self, s: Symbol) -> Option<&Family> {
+        self.families.iter().find(|f| f.name == s.as_str())
+    }
+    pub fn family_index(&self, s: Symbol) -> Option<usize> {
+        self.families.iter().position(|f| f.name == s.as_str())
+    }
+    /// The shape of a symbol in model terms.
+    pub fn symbol_shape(&self, s: Symbol) -> Option<Shape> {
+        if let Some(v) = self.var(s) {
+            return Some(v.shape);
+        }
+        self.family(s).map(|_| Shape::Family)
+    }
+    pub fn loss(&self, name: &str) -> Option<&RecExpr<Node>> {
+        self.losses.iter().find(|(n, _)| n == name).map(|(_, e)| e)
+    }
+    /// Families the model itself mentions (declared or sampled from).
+    pub fn uses_family(&self, idx: usize) -> bool {
+        !self.families[idx].from_catalog || self.vars.values().any(|v| v.family.as_ref().is_some_and(|(i, _, _)| *i == idx))
+    }
+}
+
+fn err(span: Span, message: impl Into<String>) -> SyntaxError {
+    SyntaxError { span, message: message.into() }
+}
+
+/// Reads a decimal literal exactly.
+pub fn rational(s: &str) -> Option<Rational64> {
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+    let digits: i64 = format!("{int}{frac}").parse().ok()?;
+    let scale = exp - frac.len() as i32;
+    let ten = Rational64::from_integer(10);
+    let mut r = Rational64::from_integer(digits);
+    for _ in 0..scale.unsigned_abs() {
+        r = if scale > 0 { r.checked_mul(&ten)? } else { r.checked_div(&ten)? };
+    }
+    Some(r)
+}
+
+/// Scope of names while a term is built.
+struct Scope<'m> {
+    model: &'m Model,
+    /// let-bound names, inlined where they are used
+    lets: &'m BTreeMap<String, (RecExpr<Node>, Shape)>,
+    /// names local to a family declaration
+    locals: Vec<(String, Shape)>,
+    dims: &'m [String],
+}
+
+struct Builder<'s, 'm> {
+    scope: &'s Scope<'m>,
+    out: RecExpr<Node>,
+    shapes: Vec<Shape>,
+}
+
+const ALLOWED_IN_MODELS: &[&str] =
+    &["dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose"];
+
+impl<'s, 'm> Builder<'s, 'm> {
+    fn add(&mut self, node: Node, span: Span) -> Result<Id, SyntaxError> {
+        let kids: Vec<Shape> = node.children().iter().map(|&c| self.shapes[usize::from(c)]).collect();
+        let shape = node_shape(&node, &kids).map_err(|m| err(span, m))?;
+        self.shapes.push(shape);
+        Ok(self.out.add(node))
+    }
+
+    fn leaf(&mut self, s: Symbol, shape: Shape) -> Id {
+        self.shapes.push(shape);
+        self.out.add(Node::Symbol(s))
+    }
+
+    fn mentions(&self, root: Id, s: Symbol) -> bool {
+        let node = &self.out[root];
+        *node == Node::Symbol(s) || node.children().iter().any(|&c| self.mentions(c, s))
+    }
+
+    fn shape(&self, id: Id) -> Shape {
+        self.shapes[usize::from(id)]
+    }
+
+    /// Copies a finished term in, returning its root.
+    fn splice(&mut self, e: &RecExpr<Node>, span: Span) -> Result<Id, SyntaxError> {
+        let mut map = vec![];
+        for n in e.iter() {
+            let id = match n {
+                Node::Symbol(s) => {
+                    let sh = self.scope.model.symbol_shape(*s).ok_or_else(|| err(span, format!("unknown name `{s}`")))?;
+                    self.leaf(*s, sh)
+                }
+                _ => {
+                    let n2 = n.clone().map_children(|c| map[usize::from(c)]);
+                    self.add(n2, span)?
+                }
+            };
+            map.push(id);
+        }
+        Ok(*map.last().unwrap())
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Id, SyntaxError> {
+        match &e.kind {
+            ExprKind::Num(s) => {
+                let r = rational(s).ok_or_else(|| err(e.span, format!("the number {s} is too large or too precise")))?;
+                self.add(Node::Num(r), e.span)
+            }
+            ExprKind::Var(name) => {
+                if let Some((_, sh)) = self.scope.locals.iter().find(|(n, _)| n == name) {
+                    return Ok(self.leaf(Symbol::from(name.as_str()), *sh));
+                }
+                if let Some((t, _)) = self.scope.lets.get(name) {
+                    return self.splice(t, e.span);
+                }
+                if let Some(v) = self.scope.model.vars.get(name) {
+                    return Ok(self.leaf(Symbol::from(name.as_str()), v.shape));
+                }
+                if self.scope.dims.contains(name) {
+                    return Err(err(e.span, format!("`{name}` is a dimension, not a value")));
+                }
+                Err(err(e.span, format!("unknown name `{name}`: declare it with `param {name} : …` or `data {name} : …`")))
+            }
+            ExprKind::Neg(a) => {
+                let a = self.expr(a)?;
+                self.add(Node::Neg(a), e.span)
+            }
+            ExprKind::Transpose(a) => {
+                let a = self.expr(a)?;
+                self.add(Node::Transpose(a), e.span)
+            }
+            ExprKind::Binary(op, a, b) => {
+                let (a, b) = (self.expr(a)?, self.expr(b)?);
+                let node = match op {
+                    '+' => Node::Add([a, b]),
+                    '-' => Node::Sub([a, b]),
+                    '/' => Node::Div([a, b]),
+                    '^' => Node::Pow([a, b]),
+                    '@' => Node::MatMul([a, b]),
+                    _ => {
+                        // `*` is a matrix product when the left side is a matrix that fits.
+                        let (sa, sb) = (self.shape(a), self.shape(b));
+                        match (sa, sb) {
+                            (Shape::Mat(_, c), Shape::Mat(r, _)) if c != Dim::One && c == r && sa != sb => Node::MatMul([a, b]),
+                            _ => Node::Mul([a, b]),
+                        }
+                    }
+                };
+                self.add(node, e.span)
+            }
+            ExprKind::Call(f, args) => self.call(f, args, e.span),
+            ExprKind::Expect(q, body) => {
+                let qid = self.expr(&Expr { kind: ExprKind::Var(q.clone()), span: e.span })?;
+                let b = self.expr(body)?;
+                let randoms: Vec<&Var> = self
+                    .scope
+                    .model
+                    .vars
+                    .values()
+                    .filter(|v| v.role == Role::Random && self.mentions(b, Symbol::from(v.name.as_str())))
+                    .collect();
+                let [x] = randoms.as_slice() else {
+                    return Err(err(
+                        e.span,
+                        if randoms.is_empty() {
+                            "E_q[…] needs a random variable inside (declare one with `x ~ family(…)`)".to_string()
+                        } else {
+                            "E_q[…] over more than one random variable is not supported".to_string()
+                        },
+                    ));
+                };
+                let expected = match x.domain {
+                    Domain::OneHot => x.shape,
+                    Domain::Binary => SCALAR,
+                    d => return Err(err(e.span, format!("E_{q}[…] over a variable with {} support is not supported yet", d.name()))),
+                };
+                if self.shape(qid) != expected {
+                    return Err(err(e.span, format!("`{q}` must be {expected} to weight the values of `{}`, but it is {}", x.name, self.shape(qid))));
+                }
+                let xid = self.leaf(Symbol::from(x.name.as_str()), x.shape);
+                self.add(Node::Expect([qid, xid, b]), e.span)
+            }
+            ExprKind::Density(..) => {
+                let lp = self.log_density(e)?;
+                self.add(Node::Exp(lp), e.span)
+            }
+        }
+    }
+
+    fn log_density(&mut self, e: &Expr) -> Result<Id, SyntaxError> {
+        let ExprKind::Density(x, param) = &e.kind else { unreachable!() };
+        let Some(v) = self.scope.model.vars.get(x) else {
+            return Err(err(e.span, format!("unknown random variable `{x}` in p(…)")));
+        };
+        let Some((fi, default, pshape)) = &v.family else {
+            return Err(err(e.span, format!("`{x}` has no family: write `{x} ~ family(parameter)` first")));
+        };
+        let fam = &self.scope.model.families[*fi];
+        let t = match param {
+            Some(p) => self.expr(p)?,
+            None => self.splice(default, e.span)?,
+        };
+        if self.shape(t) != *pshape {
+            return Err(err(e.span, format!("{} needs a parameter of the shape of `{}`, got {}", fam.name, fam.param, self.shape(t))));
+        }
+        let f = self.leaf(Symbol::from(fam.name.as_str()), Shape::Family);
+        let xid = self.leaf(Symbol::from(x.as_str()), v.shape);
+        self.add(Node::LogP([f, xid, t]), e.span)
+    }
+
+    fn call(&mut self, f: &str, args: &[Expr], span: Span) -> Result<Id, SyntaxError> {
+        if f == "log" && args.len() == 1 && matches!(args[0].kind, ExprKind::Density(..)) {
+            return self.log_density(&args[0]);
+        }
+        if !ALLOWED_IN_MODELS.contains(&f) {
+            return Err(err(span, format!("unknown function `{f}`; known: {}", ALLOWED_IN_MODELS.join(", "))));
+        }
+        let arity = if matches!(f, "dot" | "outer") { 2 } else { 1 };
+        if args.len() != arity {
+            return Err(err(span, format!("`{f}` takes {arity} argument{}, got {}", if arity == 1 { "" } else { "s" }, args.len())));
+        }
+        let ids: Vec<Id> = args.iter().map(|a| self.expr(a)).collect::<Result<_, _>>()?;
+        let node = match f {
+            "dot" => Node::Dot([ids[0], ids[1]]),
+            "outer" => Node::Outer([ids[0], ids[1]]),
+            "sum" => Node::Sum(ids[0]),
+            "diag" => Node::Diag(ids[0]),
+            "exp" => Node::Exp(ids[0]),
+            "log" => Node::Log(ids[0]),
+            "sigmoid" => Node::Sigmoid(ids[0]),
+            "softmax" => Node::Softmax(ids[0]),
+            "logsumexp" => Node::LogSumExp(ids[0]),
+            _ => Node::Transpose(ids[0]),
+        };
+        self.add(node, span)
+    }
+}
+
+/// Builds one term in a scope; returns it with its shape.
+fn build(scope: &Scope, e: &Expr) -> Result<(RecExpr<Node>, Shape), SyntaxError> {
+    let mut b = Builder { scope, out: RecExpr::default(), shapes: vec![] };
+    let root = b.expr(e)?;
+    let shape = b.shape(root);
+    Ok((b.out, shape))
+}
+
+fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxError> {
+    let domain = Domain::parse(&t.domain).ok_or_else(|| {
+        err(t.span, format!("unknown type `{}`: use R, positive, simplex, onehot, binary or count", t.domain))
+    })?;
+    let dim = |(d, sp): &(String, Span)| -> Result<Dim, SyntaxError> {
+        if d == "1" {
+            Ok(Dim::One)
+        } else if d.chars().all(|c| c.is_ascii_digit()) || dims.contains(d) {
+            Ok(Dim::Named(Symbol::from(d.as_str())))
+        } else {
+            Err(err(*sp, format!("unknown dimension `{d}`: declare it with `dim {d}`")))
+        }
+    };
+    let shape = match t.dims.as_slice() {
+        [] => SCALAR,
+        [n] => Shape::vector(dim(n)?),
+        [m, n] => Shape::Mat(dim(m)?, dim(n)?),
+        _ => return Err(err(t.span, "at most two dimensions (a matrix) are supported")),
+    };
+    if matches!(domain, Domain::Simplex | Domain::OneHot) && !shape.is_column() {
+        return Err(err(t.span, format!("{} needs a vector type such as {}^k", domain.name(), domain.name())));
+    }
+    Ok((shape, domain))
+}
+
+/// Reads the model's statements, with the catalog families (also model-language text)
+/// declared first.
+pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Model, SyntaxError> {
+    let mut m = Model::default();
+    for f in catalog {
+        let fam = family(f, Span::default(), true)?;
+        m.families.push(fam);
+    }
+    let mut lets: BTreeMap<String, (RecExpr<Node>, Shape)> = BTreeMap::new();
+    let mut spans: BTreeMap<String, Span> = BTreeMap::new();
+    let mut declared = |name: &str, span: Span, m: &Model, lets: &BTreeMap<String, _>| -> Result<(), SyntaxError> {
+        if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
+            let prev = spans.get(name).map(|s| format!(" (first declared at byte {})", s.start)).unwrap_or_default();
+            return Err(err(span, format!("`{name}` is already declared{prev}")));
+        }
+        if syntax::FUNCTIONS.contains(&name) || name == "p" {
+            return Err(err(span, format!("`{name}` is a reserved name")));
+        }
+        spans.insert(name.to_string(), span);
+        Ok(())
+    };
+    for st in stmts {
+        match &st.kind {
+            StmtKind::Dim(names) => {
+                for (n, sp) in names {
+                    declared(n, *sp, &m, &lets)?;
+                    m.dims.push(n.clone());
+                }
+            }
+            StmtKind::Param(n, t) | StmtKind::Data(n, t) => {
+                declared(n, st.span, &m, &lets)?;
+                let (shape, domain) = type_shape(t, &m.dims)?;
+                let role = if matches!(st.kind, StmtKind::Param(..)) { Role::Param } else { Role::Data };
+                if role == Role::Param && !shape.is_column() {
+                    return Err(err(t.span, "matrix parameters are not supported yet: differentiate with respect to a scalar or a vector"));
+                }
+                m.vars.insert(n.clone(), Var { name: n.clone(), shape, domain, role, family: None });
+            }
+            StmtKind::Family(f) => {
+                if m.families.iter().any(|g| g.name == f.name) {
+                    return Err(err(st.span, format!("family `{}` is already declared (the catalog has it)", f.name)));
+                }
+                m.families.push(family(f, st.span, false)?);
+            }
+            StmtKind::Sample { var, family: fname, family_span, args } => {
+                let Some(fi) = m.families.iter().position(|f| &f.name == fname) else {
+                    let known: Vec<&str> = m.families.iter().map(|f| f.name.as_str()).collect();
+                    return Err(err(*family_span, format!("unknown family `{fname}`; known: {}", known.join(", "))));
+                };
+                let [arg] = args.as_slice() else {
+                    return Err(err(st.span, format!("{fname} takes one (natural) parameter, got {}", args.len())));
+                };
+                let scope = Scope { model: &m, lets: &lets, locals: vec![], dims: &m.dims };
+                let (param, pshape) = build(&scope, arg)?;
+                let fam = &m.families[fi];
+                let bind = bind_dims(fam.param_shape, pshape).ok_or_else(|| {
+                    err(arg.span, format!("{fname} needs a parameter shaped like `{}`: {}, got {}", fam.param, fam.param_shape, pshape))
+                })?;
+                let vshape = subst_dims(fam.var_shape, &bind);
+                match m.vars.get_mut(var) {
+                    Some(v) if v.role == Role::Param => return Err(err(st.span, format!("`{var}` is a parameter; only data or new names can be drawn from a family"))),
+                    Some(v) => {
+                        if v.shape != vshape {
+                            return Err(err(st.span, format!("`{var}` is {} but {fname} draws {}", v.shape, vshape)));
+                        }
+                        v.family = Some((fi, param, pshape));
+                    }
+                    None => {
+                        declared(var, st.span, &m, &lets)?;
+                        let support = m.families[fi].support;
+                        m.vars.insert(
+                            var.clone(),
+                            Var { name: var.clone(), shape: vshape, domain: support, role: Role::Random, family: Some((fi, param, pshape)) },
+                        );
+                    }
+                }
+            }
+            StmtKind::Let(n, e) => {
+                declared(n, st.span, &m, &lets)?;
+                let scope = Scope { model: &m, lets: &lets, locals: vec![], dims: &m.dims };
+                let (t, shape) = build(&scope, e)?;
+                lets.insert(n.clone(), (t.clone(), shape));
+                m.losses.push((n.clone(), t));
+            }
+            StmtKind::Derive(items) => {
+                for it in items {
+                    let Some((_, shape)) = lets.get(&it.name) else {
+                        return Err(err(it.span, format!("`{}` is not defined: write `{} = …` first", it.name, it.name)));
+                    };
+                    if !shape.is_scalar() {
+                        return Err(err(it.span, format!("`{}` is {}; only a scalar loss has a gradient and a Hessian", it.name, shape)));
+                    }
+                    let params: Vec<&Var> = m.vars.values().filter(|v| v.role == Role::Param).collect();
+                    let wrts: Vec<String> = match &it.wrt {
+                        Some(w) => match m.vars.get(w) {
+                            Some(v) if v.role == Role::Param => vec![w.clone()],
+                            Some(_) => return Err(err(it.span, format!("`{w}` is data, not a parameter"))),
+                            None => return Err(err(it.span, format!("unknown parameter `{w}`"))),
+                        },
+                        None if params.is_empty() => return Err(err(it.span, "no parameter to differentiate: declare one with `param NAME : TYPE`")),
+                        None => params.iter().map(|v| v.name.clone()).collect(),
+                    };
+                    for w in wrts {
+                        m.requests.push(Request { loss: it.name.clone(), wrt: w, order: it.order });
+                    }
+                }
+            }
+        }
+    }
+    if m.requests.is_empty() {
+        if let Some(last) = stmts.iter().rev().find_map(|s| if let StmtKind::Let(n, _) = &s.kind { Some(n.clone()) } else { None }) {
+            // No `derive`: the gradient and Hessian of the last scalar definition.
+            if lets[&last].1.is_scalar() {
+                for v in m.vars.values().filter(|v| v.role == Role::Param) {
+                    for order in [1, 2] {
+                        m.requests.push(Request { loss: last.clone(), wrt: v.name.clone(), order });
+                    }
+                }
+            }
+        }
+    }
+    if m.requests.is_empty() {
+        return Err(err(Span::default(), "nothing to derive: add `derive grad J, hess J` for a scalar J that depends on a parameter"));
+    }
+    Ok(m)
+}
+
+/// Matches a family's declared shape (with its own dimension names) to an actual shape.
+fn bind_dims(declared: Shape, actual: Shape) -> Option<Vec<(Dim, Dim)>> {
+    let (Shape::Mat(a, b), Shape::Mat(c, d)) = (declared, actual) else { return None };
+    let mut bind: Vec<(Dim, Dim)> = vec![];
+    for (x, y) in [(a, c), (b, d)] {
+        match x {
+            Dim::One if y != Dim::One => return None,
+            Dim::One => {}
+            _ => match bind.iter().find(|(k, _)| *k == x) {
+                Some((_, v)) if *v != y => return None,
+                Some(_) => {}
+                None => bind.push((x, y)),
+            },
+        }
+    }
+    Some(bind)
+}
+
+fn subst_dims(s: Shape, bind: &[(Dim, Dim)]) -> Shape {
+    let f = |d: Dim| bind.iter().find(|(k, _)| *k == d).map(|(_, v)| *v).unwrap_or(d);
+    match s {
+        Shape::Mat(a, b) => Shape::Mat(f(a), f(b)),
+        Shape::Family => Shape::Family,
+    }
+}
+
+fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, SyntaxError> {
+    let dims: Vec<String> =
+        f.param_type.dims.iter().chain(&f.var_type.dims).map(|(d, _)| d.clone()).filter(|d| d != "1").collect();
+    let (param_shape, pdom) = type_shape(&f.param_type, &dims)?;
+    let (var_shape, support) = type_shape(&f.var_type, &dims)?;
+    if pdom != Domain::Real || !param_shape.is_column() {
+        return Err(err(f.param_type.span, "a natural parameter must be real: R or R^k"));
+    }
+    let empty = Model::default();
+    let lets = BTreeMap::new();
+    let mut stat = None;
+    let mut logpart = None;
+    let mut logh = None;
+    let mut mean_name = None;
+    for (key, kspan, e) in &f.clauses {
+        let local = |name: &str, shape: Shape| Scope { model: &empty, lets: &lets, locals: vec![(name.to_string(), shape)], dims: &dims };
+        match key.as_str() {
+            "T" => {
+                let (t, s) = build(&local(&f.var, var_shape), e)?;
+                if s != param_shape {
+                    return Err(err(e.span, format!("T({}) must have the parameter's shape ({param_shape}), got {s}", f.var)));
+                }
+                stat = Some(t);
+            }
+            "A" => {
+                let (t, s) = build(&local(&f.param, param_shape), e)?;
+                if !s.is_scalar() {
+                    return Err(err(e.span, format!("A({}) must be a scalar, got {s}", f.param)));
+                }
+                logpart = Some(t);
+            }
+            "logh" => {
+                let (t, s) = build(&local(&f.var, var_shape), e)?;
+                if !s.is_scalar() {
+                    return Err(err(e.span, format!("log h({}) must be a scalar, got {s}", f.var)));
+                }
+                logh = Some(t);
+            }
+            "mean" => match &e.kind {
+                ExprKind::Var(n) => mean_name = Some(n.clone()),
+                _ => return Err(err(e.span, "`mean = NAME` takes a name for E[T(x)], such as p")),
+            },
+            other => return Err(err(*kspan, format!("unknown family clause `{other}`: use T, A, logh or mean"))),
+        }
+    }
+    let logpart = logpart.ok_or_else(|| err(span, format!("family `{}` needs its log-partition: `A = …`", f.name)))?;
+    let var_sym = Symbol::from(f.var.as_str());
+    let stat = match stat {
+        Some(t) => t,
+        None if var_shape == param_shape => RecExpr::from(vec![Node::Symbol(var_sym)]),
+        None => return Err(err(span, format!("family `{}` needs its sufficient statistic: `T = …`", f.name))),
+    };
+    let logh = logh.unwrap_or_else(|| RecExpr::from(vec![Node::Num(0.into())]));
+    Ok(Family { name: f.name.clone(), param: f.param.clone(), param_shape, var: f.var.clone(), var_shape, support, stat, logpart, logh, mean_name, from_catalog })
+}

@@ -1,0 +1,281 @@
+//! Terms to text: Unicode, ASCII or LaTeX, with brackets exactly where precedence needs
+//! them (a printed formula reads back as the same tree). Layout by the `pretty` crate.
+
+use crate::lang::{term_shapes, Node, Shape};
+use crate::model::Model;
+use egg::{Id, RecExpr, Symbol};
+use pretty::RcDoc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Unicode,
+    Ascii,
+    Latex,
+}
+
+/// Precedence: how tightly a printed form binds.
+const SUM: u8 = 1;
+const PRODUCT: u8 = 2;
+const UNARY: u8 = 3;
+const POSTFIX: u8 = 4;
+const ATOM: u8 = 5;
+
+const GREEK: &[(&str, &str, &str)] = &[
+    ("alpha", "α", "\\alpha"),
+    ("beta", "β", "\\beta"),
+    ("gamma", "γ", "\\gamma"),
+    ("delta", "δ", "\\delta"),
+    ("epsilon", "ε", "\\varepsilon"),
+    ("zeta", "ζ", "\\zeta"),
+    ("eta", "η", "\\eta"),
+    ("theta", "θ", "\\theta"),
+    ("kappa", "κ", "\\kappa"),
+    ("lambda", "λ", "\\lambda"),
+    ("mu", "μ", "\\mu"),
+    ("nu", "ν", "\\nu"),
+    ("xi", "ξ", "\\xi"),
+    ("pi", "π", "\\pi"),
+    ("rho", "ρ", "\\rho"),
+    ("sigma", "σ", "\\sigma"),
+    ("tau", "τ", "\\tau"),
+    ("phi", "φ", "\\phi"),
+    ("chi", "χ", "\\chi"),
+    ("psi", "ψ", "\\psi"),
+    ("omega", "ω", "\\omega"),
+    ("Gamma", "Γ", "\\Gamma"),
+    ("Delta", "Δ", "\\Delta"),
+    ("Theta", "Θ", "\\Theta"),
+    ("Lambda", "Λ", "\\Lambda"),
+    ("Sigma", "Σ", "\\Sigma"),
+    ("Phi", "Φ", "\\Phi"),
+    ("Omega", "Ω", "\\Omega"),
+];
+
+/// A variable name in a style: `theta2` → θ₂ / `\theta_{2}`.
+pub fn name(raw: &str, style: Style) -> String {
+    let split = raw.find(|c: char| c.is_ascii_digit() || c == '_').unwrap_or(raw.len());
+    let (stem, sub) = raw.split_at(split);
+    let sub = sub.trim_start_matches('_');
+    let stem = match GREEK.iter().find(|(a, u, _)| *a == stem || *u == stem) {
+        Some((a, u, l)) => match style {
+            Style::Unicode => u.to_string(),
+            Style::Ascii => a.to_string(),
+            Style::Latex => l.to_string(),
+        },
+        None if style == Style::Latex && stem.chars().count() > 1 => format!("\\mathrm{{{stem}}}"),
+        None => stem.to_string(),
+    };
+    if sub.is_empty() {
+        return stem;
+    }
+    match style {
+        Style::Latex => format!("{stem}_{{{sub}}}"),
+        Style::Unicode if sub.chars().all(|c| c.is_ascii_digit()) => {
+            stem + &sub.chars().map(|c| char::from_u32(0x2080 + c.to_digit(10).unwrap()).unwrap()).collect::<String>()
+        }
+        _ => format!("{stem}_{sub}"),
+    }
+}
+
+/// Prints terms of one model.
+pub struct Printer<'m> {
+    pub model: &'m Model,
+    pub style: Style,
+    /// subterms printed as a name (family means: p)
+    pub names: Vec<(RecExpr<Node>, String)>,
+}
+
+type Doc = RcDoc<'static, ()>;
+
+impl<'m> Printer<'m> {
+    pub fn new(model: &'m Model, style: Style) -> Self {
+        Printer { model, style, names: vec![] }
+    }
+
+    fn uni(&self) -> bool {
+        self.style == Style::Unicode
+    }
+
+    fn tex(&self) -> bool {
+        self.style == Style::Latex
+    }
+
+    /// A term as one string, broken over lines past 100 columns.
+    pub fn print(&self, t: &RecExpr<Node>) -> String {
+        let shapes = term_shapes(t, &|s| self.model.symbol_shape(s)).ok();
+        let (d, _) = self.doc(t, Id::from(t.as_ref().len() - 1), shapes.as_deref());
+        let mut out = String::new();
+        d.render_fmt(if self.tex() { 10_000 } else { 100 }, &mut out).unwrap();
+        out
+    }
+
+    fn paren(&self, (d, p): (Doc, u8), min: u8) -> Doc {
+        if p >= min {
+            d
+        } else if self.tex() {
+            Doc::text("\\left(").append(d).append(Doc::text("\\right)"))
+        } else {
+            Doc::text("(").append(d).append(Doc::text(")"))
+        }
+    }
+
+    fn call(&self, f: &str, arg: Doc) -> (Doc, u8) {
+        let head = match (self.style, f) {
+            (Style::Latex, "log") => "\\log".to_string(),
+            (Style::Latex, "exp") => "\\exp".to_string(),
+            (Style::Latex, "sigmoid") => "\\sigma".to_string(),
+            (Style::Unicode, "sigmoid") => "σ".to_string(),
+            (Style::Latex, f) => format!("\\operatorname{{{f}}}"),
+            (_, f) => f.to_string(),
+        };
+        let (open, close) = if self.tex() { ("\\left(", "\\right)") } else { ("(", ")") };
+        (Doc::text(head).append(Doc::text(open)).append(arg).append(Doc::text(close)), ATOM)
+    }
+
+    fn op(&self, unicode: &'static str, ascii: &'static str, latex: &'static str) -> &'static str {
+        match self.style {
+            Style::Unicode => unicode,
+            Style::Ascii => ascii,
+            Style::Latex => latex,
+        }
+    }
+
+    fn is_scalar(shapes: Option<&[Shape]>, id: Id) -> bool {
+        shapes.is_some_and(|s| s[usize::from(id)].is_scalar())
+    }
+
+    fn family_var(&self, t: &RecExpr<Node>, f: Id) -> String {
+        match &t[f] {
+            Node::Symbol(s) => self.model.family(*s).map(|f| f.var.clone()).unwrap_or_else(|| "x".into()),
+            _ => "x".into(),
+        }
+    }
+
+    fn doc(&self, t: &RecExpr<Node>, id: Id, sh: Option<&[Shape]>) -> (Doc, u8) {
+        if !self.names.is_empty() {
+            let sub = crate::derive::subterm(t, id);
+            if let Some((_, n)) = self.names.iter().find(|(e, _)| *e == sub) {
+                return (Doc::text(n.clone()), ATOM);
+            }
+        }
+        let d = |c: Id| self.doc(t, c, sh);
+        let p = |c: Id, min: u8| self.paren(d(c), min);
+        let txt = |s: &str| Doc::text(s.to_string());
+        let sp = if self.tex() { Doc::text(" ") } else { Doc::line() };
+        match &t[id] {
+            Node::Num(r) => {
+                let neg = *r.numer() < 0;
+                let (n, dn) = (r.numer().abs(), *r.denom());
+                let body = if dn == 1 {
+                    n.to_string()
+                } else if self.tex() {
+                    format!("\\frac{{{n}}}{{{dn}}}")
+                } else {
+                    format!("{n}/{dn}")
+                };
+                if neg {
+                    (txt(&format!("{}{body}", self.op("−", "-", "-"))), UNARY)
+                } else {
+                    (txt(&body), if dn == 1 || self.tex() { ATOM } else { PRODUCT })
+                }
+            }
+            Node::Symbol(s) => (txt(&name(s.as_str(), self.style)), ATOM),
+            Node::Add([a, b]) => (p(*a, SUM).append(sp.clone()).append(txt("+ ")).append(p(*b, PRODUCT)).group(), SUM),
+            Node::Sub([a, b]) => (p(*a, SUM).append(sp.clone()).append(txt(self.op("− ", "- ", "- "))).append(p(*b, PRODUCT)).group(), SUM),
+            Node::Neg(a) => (txt(self.op("−", "-", "-")).append(p(*a, PRODUCT)), UNARY),
+            Node::Mul([a, b]) => {
+                let (sa, sb) = (Self::is_scalar(sh, *a), Self::is_scalar(sh, *b));
+                if sa || sb {
+                    // scalar first: c v
+                    let (c, v) = if !sa && sb { (*b, *a) } else { (*a, *b) };
+                    let sep = if self.tex() { " " } else { " " };
+                    let left = if matches!(t[c], Node::Num(_)) { p(c, POSTFIX) } else { p(c, PRODUCT) };
+                    (left.append(txt(sep)).append(p(v, UNARY + 1)), PRODUCT)
+                } else {
+                    (p(*a, PRODUCT).append(txt(self.op(" ⊙ ", " .* ", " \\odot "))).append(p(*b, UNARY + 1)), PRODUCT)
+                }
+            }
+            Node::Div([a, b]) => {
+                if self.tex() {
+                    (txt("\\frac{").append(d(*a).0).append(txt("}{")).append(d(*b).0).append(txt("}")), ATOM)
+                } else {
+                    (p(*a, PRODUCT).append(txt(" / ")).append(p(*b, POSTFIX)), PRODUCT)
+                }
+            }
+            Node::Pow([a, b]) => {
+                let sup = match &t[*b] {
+                    Node::Num(r) if r.is_integer() && (2..=9).contains(r.numer()) && self.uni() => {
+                        Some(["²", "³", "⁴", "⁵", "⁶", "⁷", "⁸", "⁹"][(*r.numer() - 2) as usize].to_string())
+                    }
+                    _ => None,
+                };
+                let base = p(*a, ATOM);
+                match sup {
+                    Some(s) => (base.append(txt(&s)), POSTFIX),
+                    None if self.tex() => (base.append(txt("^{")).append(d(*b).0).append(txt("}")), POSTFIX),
+                    None => (base.append(txt("^")).append(p(*b, ATOM)), POSTFIX),
+                }
+            }
+            Node::MatMul([a, b]) => (p(*a, PRODUCT).append(txt(if self.tex() { " " } else { " " })).append(p(*b, UNARY + 1)), PRODUCT),
+            Node::Transpose(a) => (p(*a, ATOM).append(txt(self.op("ᵀ", "'", "^{\\top}"))), POSTFIX),
+            Node::Dot([a, b]) => (p(*a, ATOM).append(txt(self.op("ᵀ", "'", "^{\\top} "))).append(p(*b, ATOM)), PRODUCT),
+            Node::Outer([a, b]) => (p(*a, ATOM).append(txt(" ")).append(p(*b, ATOM)).append(txt(self.op("ᵀ", "'", "^{\\top}"))), PRODUCT),
+            Node::Sum(a) => match self.style {
+                Style::Ascii => self.call("sum", d(*a).0),
+                _ => (txt(self.op("1ᵀ", "", "\\mathbf{1}^{\\top} ")).append(p(*a, ATOM)), PRODUCT),
+            },
+            Node::Diag(a) => self.call("diag", d(*a).0),
+            Node::Exp(a) if self.tex() => (txt("e^{").append(d(*a).0).append(txt("}")), POSTFIX),
+            Node::Exp(a) => self.call("exp", d(*a).0),
+            Node::Log(a) => self.call("log", d(*a).0),
+            Node::Sigmoid(a) => self.call("sigmoid", d(*a).0),
+            Node::Softmax(a) => self.call("softmax", d(*a).0),
+            Node::LogSumExp(a) => self.call("logsumexp", d(*a).0),
+            Node::Eye(_) => (txt("I"), ATOM),
+            Node::Jac([f, x]) => {
+                let xn = d(*x).0;
+                match self.style {
+                    Style::Latex => (txt("\\frac{\\partial}{\\partial ").append(xn).append(txt("}")).append(p(*f, ATOM)), PRODUCT),
+                    Style::Unicode => (txt("∂").append(p(*f, ATOM)).append(txt("/∂")).append(xn), PRODUCT),
+                    Style::Ascii => (txt("D(").append(d(*f).0).append(txt(", ")).append(xn).append(txt(")")), ATOM),
+                }
+            }
+            Node::Expect([q, _, b]) => {
+                let (e, o, c) = match self.style {
+                    Style::Latex => ("\\mathbb{E}_{", "}\\left[", "\\right]"),
+                    _ => ("E_", "[", "]"),
+                };
+                (txt(e).append(d(*q).0).append(txt(o)).append(d(*b).0).append(txt(c)), ATOM)
+            }
+            Node::LogP([_, x, th]) => {
+                let bar = if self.tex() { " \\mid " } else { " | " };
+                let (l, r) = if self.tex() { ("\\log p\\left(", "\\right)") } else { ("log p(", ")") };
+                (txt(l).append(d(*x).0).append(txt(bar)).append(d(*th).0).append(txt(r)), ATOM)
+            }
+            Node::LogPart([_, th]) => {
+                let (l, r) = if self.tex() { ("A\\left(", "\\right)") } else { ("A(", ")") };
+                (txt(l).append(d(*th).0).append(txt(r)), ATOM)
+            }
+            Node::Mean([f, _]) | Node::Cov([f, _]) | Node::Second([f, _]) => {
+                let x = name(&self.family_var(t, *f), self.style);
+                let inner = match &t[id] {
+                    Node::Mean(_) => format!("E[{x}]"),
+                    Node::Cov(_) => format!("Cov[{x}]"),
+                    _ => format!("E[{x} {x}{}]", self.op("ᵀ", "'", "^{\\top}")),
+                };
+                let inner = if self.tex() { inner.replace("E[", "\\mathbb{E}\\left[").replace("Cov[", "\\operatorname{Cov}\\left[").replace(']', "\\right]") } else { inner };
+                (txt(&inner), ATOM)
+            }
+        }
+    }
+}
+
+/// Helper for tests and callers: print a term with no names.
+pub fn print(model: &Model, t: &RecExpr<Node>, style: Style) -> String {
+    Printer::new(model, style).print(t)
+}
+
+/// The symbol of a variable, printed.
+pub fn symbol(s: Symbol, style: Style) -> String {
+    name(s.as_str(), style)
+}

@@ -1,0 +1,349 @@
+//! A derivation as the user sees it: results in evolved notation, the named quantities,
+//! the assumptions used, and the check — as text, LaTeX or JSON.
+
+use crate::check::{label, CheckReport};
+use crate::derive::{Definition, Derivation, Derived};
+use crate::eval::{Env, Evaluator, Mat};
+use crate::lang::Node;
+use crate::model::{Model, Role};
+use crate::print::{name, Printer, Style};
+use crate::rules::Rule;
+use egg::{Id, RecExpr, Symbol};
+use serde_json::{json, Value};
+
+/// Everything one run produced.
+pub struct Outcome<'a> {
+    pub model: &'a Model,
+    pub derivation: &'a Derivation,
+    pub check: Option<&'a CheckReport>,
+    /// values at the `--at` point
+    pub at: Option<&'a Env<f64>>,
+    pub rules: &'a [Rule],
+}
+
+/// The names results use for family means: p, or p₁, p₂ when several.
+pub fn names(model: &Model, defs: &[Definition], style: Style) -> Vec<(RecExpr<Node>, String)> {
+    let means: Vec<&Definition> = defs.iter().filter(|d| matches!(d.term.as_ref().last(), Some(Node::Mean(_)))).collect();
+    let base = |d: &Definition| -> String {
+        let fam = match d.term.as_ref().last() {
+            Some(Node::Mean([f, _])) => match &d.term[*f] {
+                Node::Symbol(s) => model.family(*s),
+                _ => None,
+            },
+            _ => None,
+        };
+        fam.and_then(|f| f.mean_name.clone()).unwrap_or_else(|| "mu".into())
+    };
+    let mut out = vec![];
+    for (i, d) in means.iter().enumerate() {
+        let b = base(d);
+        let clash = means.iter().filter(|e| base(e) == b).count() > 1;
+        let raw = if clash { format!("{b}{}", i + 1) } else { b };
+        out.push((d.term.clone(), name(&raw, style)));
+    }
+    out
+}
+
+fn params(model: &Model, style: Style) -> String {
+    model.vars.values().filter(|v| v.role == Role::Param).map(|v| name(&v.name, style)).collect::<Vec<_>>().join(", ")
+}
+
+fn many_params(model: &Model) -> bool {
+    model.vars.values().filter(|v| v.role == Role::Param).count() > 1
+}
+
+/// The left side of a result line: J(θ), ∇J, ∇²J (with the variable when there are several).
+pub fn lhs(model: &Model, r: &Derived, style: Style) -> String {
+    let loss = name(&r.loss, style);
+    let wrt = r.wrt.as_deref().map(|w| name(w, style)).unwrap_or_default();
+    let sub = many_params(model);
+    match (style, r.order) {
+        (_, 0) => format!("{loss}({})", params(model, style)),
+        (Style::Latex, 1) if sub => format!("\\nabla_{{{wrt}}} {loss}"),
+        (Style::Latex, 1) => format!("\\nabla {loss}"),
+        (Style::Latex, _) if sub => format!("\\nabla^2_{{{wrt}}} {loss}"),
+        (Style::Latex, _) => format!("\\nabla^2 {loss}"),
+        (Style::Unicode, 1) if sub => format!("∇_{wrt} {loss}"),
+        (Style::Unicode, 1) => format!("∇{loss}"),
+        (Style::Unicode, _) if sub => format!("∇²_{wrt} {loss}"),
+        (Style::Unicode, _) => format!("∇²{loss}"),
+        (Style::Ascii, 1) if sub => format!("grad_{wrt} {loss}"),
+        (Style::Ascii, 1) => format!("grad {loss}"),
+        (Style::Ascii, _) if sub => format!("hess_{wrt} {loss}"),
+        (Style::Ascii, _) => format!("hess {loss}"),
+    }
+}
+
+/// `p = E[x] = softmax(θ)` or `A(θ) = log 1ᵀexp(θ)`.
+pub fn definition_line(model: &Model, d: &Definition, style: Style) -> String {
+    let named = Printer { model, style, names: names(model, std::slice::from_ref(d), style) };
+    let plain = Printer::new(model, style);
+    let mut parts = vec![];
+    if matches!(d.term.as_ref().last(), Some(Node::Mean(_))) {
+        parts.push(named.print(&d.term));
+    }
+    parts.push(plain.print(&d.term));
+    match &d.explicit {
+        Some(e) => parts.push(plain.print(e)),
+        None => parts.push(match style {
+            Style::Latex => "\\text{(no closed form derived)}".into(),
+            _ => "(no closed form derived)".into(),
+        }),
+    }
+    parts.dedup();
+    parts.join(" = ")
+}
+
+fn property(_model: &Model, r: &Derived, style: Style) -> Option<String> {
+    if r.order != 2 || !r.is_covariance {
+        return None;
+    }
+    let wrt = name(r.wrt.as_deref().unwrap_or(""), style);
+    let loss = name(&r.loss, style);
+    Some(match style {
+        Style::Unicode => format!("⪰ 0: a covariance, so {loss} is convex in {wrt}"),
+        Style::Ascii => format!(">= 0: a covariance, so {loss} is convex in {wrt}"),
+        Style::Latex => format!("\\succeq 0 \\text{{: a covariance, so }} {loss} \\text{{ is convex in }} {wrt}"),
+    })
+}
+
+fn fmt_err(e: f64) -> String {
+    if e == 0.0 {
+        "0".into()
+    } else if e.is_finite() {
+        format!("{e:.1e}")
+    } else {
+        "∞".into()
+    }
+}
+
+fn matrix_text(m: &Mat<f64>) -> String {
+    let num = |x: f64| format!("{}", (x * 1e10).round() / 1e10);
+    if m.shape() == (1, 1) {
+        return num(m[(0, 0)]);
+    }
+    let row = |i: usize| format!("[{}]", (0..m.ncols()).map(|j| num(m[(i, j)])).collect::<Vec<_>>().join(", "));
+    if m.ncols() == 1 {
+        return format!("[{}]", (0..m.nrows()).map(|i| num(m[(i, 0)])).collect::<Vec<_>>().join(", "));
+    }
+    format!("[{}]", (0..m.nrows()).map(row).collect::<Vec<_>>().join(", "))
+}
+
+/// A value as JSON: a number, a list (vectors) or a list of rows (matrices).
+pub fn matrix_json(m: &Mat<f64>, vector: bool) -> Value {
+    let num = |x: f64| serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null);
+    if m.shape() == (1, 1) && !vector {
+        return num(m[(0, 0)]);
+    }
+    if m.ncols() == 1 && vector {
+        return Value::Array(m.iter().map(|x| num(*x)).collect());
+    }
+    Value::Array((0..m.nrows()).map(|i| Value::Array((0..m.ncols()).map(|j| num(m[(i, j)])).collect())).collect())
+}
+
+impl Outcome<'_> {
+    fn value(&self, r: &Derived) -> Option<Result<Mat<f64>, String>> {
+        let env = self.at?;
+        Some(Evaluator::new(self.model).eval(&r.term, env).map(|v| {
+            // a zero derivative prints as 0 but has the variable's shape
+            let w = r.wrt.as_deref().and_then(|w| env.get(&Symbol::from(w)));
+            match (r.order, w) {
+                (1, Some(x)) if v.shape() == (1, 1) && x.len() > 1 => Mat::from_element(x.len(), 1, v[(0, 0)]),
+                (2, Some(x)) if v.shape() == (1, 1) && x.len() > 1 => Mat::from_element(x.len(), x.len(), v[(0, 0)]),
+                _ => v,
+            }
+        }))
+    }
+
+    /// The plain-text (or ASCII) report.
+    pub fn text(&self, style: Style, show_rules: bool) -> String {
+        let m = self.model;
+        let d = self.derivation;
+        let printer = Printer { model: m, style, names: names(m, &d.definitions, style) };
+        let lines: Vec<(String, String, Option<String>)> = d
+            .results
+            .iter()
+            .map(|r| {
+                let mut note = property(m, r, style);
+                if !r.complete {
+                    note = Some("not fully derived: the rules left a derivative in place (evaluated numerically)".into());
+                }
+                (lhs(m, r, style), printer.print(&r.term), note)
+            })
+            .collect();
+        let width = lines.iter().map(|(l, _, _)| l.chars().count()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (i, (l, rhs, note)) in lines.iter().enumerate() {
+            let pad = " ".repeat(width - l.chars().count());
+            out.push_str(&format!("{l}{pad} = {rhs}"));
+            if let Some(n) = note {
+                out.push_str(&format!("    {n}"));
+            }
+            if let Some(v) = self.value(&d.results[i]) {
+                match v {
+                    Ok(v) => out.push_str(&format!("\n{} = {}", " ".repeat(width), matrix_text(&v))),
+                    Err(e) => out.push_str(&format!("\n{}   (cannot evaluate: {e})", " ".repeat(width))),
+                }
+            }
+            out.push('\n');
+        }
+        if !d.definitions.is_empty() {
+            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, style)).collect();
+            out.push_str(&format!("where {}\n", defs.join(",  ")));
+        }
+        if !d.assumptions.is_empty() {
+            out.push_str(&format!("assuming {}\n", d.assumptions.iter().map(|a| assumption(a, style)).collect::<Vec<_>>().join(", ")));
+        }
+        if !d.saturated {
+            out.push_str(&format!("note: the rewriting {} ({} e-nodes, {} iterations); results are the best found so far\n", d.stop, d.nodes, d.iterations));
+        }
+        if !d.conflicts.is_empty() {
+            out.push_str(&format!("warning: {} shape conflict(s) while rewriting: a rule is wrong ({})\n", d.conflicts.len(), d.conflicts[0]));
+        }
+        if let Some(c) = self.check {
+            out.push_str(&check_line(m, c, style));
+            out.push('\n');
+        }
+        if show_rules {
+            out.push_str(&format!("rules applied ({}):\n", d.rules_applied.len()));
+            for (n, k) in &d.rules_applied {
+                let desc = self.rules.iter().find(|r| &r.name == n).map(|r| r.description.as_str()).unwrap_or("");
+                out.push_str(&format!("  {n:<22} ×{k:<3} {desc}\n"));
+            }
+        }
+        out
+    }
+
+    /// A LaTeX `align*` block.
+    pub fn latex(&self) -> String {
+        let m = self.model;
+        let d = self.derivation;
+        let printer = Printer { model: m, style: Style::Latex, names: names(m, &d.definitions, Style::Latex) };
+        let mut rows: Vec<String> = d
+            .results
+            .iter()
+            .map(|r| {
+                let mut row = format!("{} &= {}", lhs(m, r, Style::Latex), printer.print(&r.term));
+                if let Some(p) = property(m, r, Style::Latex) {
+                    row.push_str(&format!(" \\quad {p}"));
+                }
+                row
+            })
+            .collect();
+        if !d.definitions.is_empty() {
+            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, Style::Latex)).collect();
+            rows.push(format!("&\\text{{where }} {}", defs.join(",\\quad ")));
+        }
+        if !d.assumptions.is_empty() {
+            rows.push(format!("&\\text{{assuming }} {}", d.assumptions.iter().map(|a| assumption(a, Style::Latex)).collect::<Vec<_>>().join(",\\ ")));
+        }
+        format!("\\begin{{align*}}\n{}\n\\end{{align*}}\n", rows.join(" \\\\\n"))
+    }
+
+    /// The machine-readable report.
+    pub fn json(&self) -> Value {
+        let m = self.model;
+        let d = self.derivation;
+        let text = Printer { model: m, style: Style::Unicode, names: names(m, &d.definitions, Style::Unicode) };
+        let tex = Printer { model: m, style: Style::Latex, names: names(m, &d.definitions, Style::Latex) };
+        let results: Vec<Value> = d
+            .results
+            .iter()
+            .map(|r| {
+                let mut o = json!({
+                    "quantity": label(m, &r.loss, r.wrt.as_deref(), r.order),
+                    "loss": r.loss,
+                    "wrt": r.wrt,
+                    "order": r.order,
+                    "text": text.print(&r.term),
+                    "latex": tex.print(&r.term),
+                    "complete": r.complete,
+                });
+                if let Some(p) = property(m, r, Style::Unicode) {
+                    o["property"] = json!(p);
+                }
+                if let Some(v) = self.value(r) {
+                    match v {
+                        Ok(v) => o["value"] = matrix_json(&v, r.order == 1),
+                        Err(e) => o["value_error"] = json!(e),
+                    }
+                }
+                o
+            })
+            .collect();
+        let defs: Vec<Value> = d
+            .definitions
+            .iter()
+            .map(|x| json!({"text": definition_line(m, x, Style::Unicode), "latex": definition_line(m, x, Style::Latex), "closed_form": x.explicit.is_some()}))
+            .collect();
+        let rules: Vec<Value> = d
+            .rules_applied
+            .iter()
+            .map(|(n, k)| {
+                let desc = self.rules.iter().find(|r| &r.name == n).map(|r| r.description.clone()).unwrap_or_default();
+                json!({"name": n, "count": k, "description": desc})
+            })
+            .collect();
+        let mut out = json!({
+            "results": results,
+            "definitions": defs,
+            "assumptions": d.assumptions,
+            "rules_applied": rules,
+            "egraph": {"stop": d.stop, "saturated": d.saturated, "iterations": d.iterations, "nodes": d.nodes, "classes": d.classes},
+        });
+        if let Some(c) = self.check {
+            let max = c.comparisons.iter().map(|x| x.max_rel_error).fold(0.0, f64::max);
+            out["check"] = json!({
+                "passed": c.passed,
+                "points": c.points,
+                "max_rel_error": if max.is_finite() { json!(max) } else { Value::Null },
+                "sizes": c.sizes.iter().map(|(k, (a, b))| (k.clone(), json!([a, b]))).collect::<serde_json::Map<_, _>>(),
+                "comparisons": c.comparisons.iter().map(|x| json!({
+                    "quantity": x.quantity,
+                    "max_rel_error": if x.max_rel_error.is_finite() { json!(x.max_rel_error) } else { Value::Null },
+                    "passed": x.passed,
+                    "error": x.error,
+                })).collect::<Vec<_>>(),
+            });
+        }
+        out
+    }
+}
+
+/// An assumption (written with Unicode in rules) in a style.
+fn assumption(a: &str, style: Style) -> String {
+    let words: Vec<String> = a.split(' ').map(|w| w.to_string()).collect();
+    let a = words.join(" ");
+    match style {
+        Style::Unicode => a,
+        Style::Ascii => a.replace("1ᵀ", "sum ").replace('ᵀ', "'"),
+        Style::Latex => a.replace("1ᵀ", "\\mathbf{1}^{\\top} ").replace('ᵀ', "^{\\top}"),
+    }
+}
+
+/// `check: 20 random points, k ∈ 2..7: max relative error 4e-16 (J), … ✓`
+pub fn check_line(_m: &Model, c: &CheckReport, style: Style) -> String {
+    let sizes: Vec<String> = c
+        .sizes
+        .iter()
+        .filter(|(k, _)| k.parse::<usize>().is_err())
+        .map(|(k, (a, b))| if a == b { format!("{k} = {a}") } else { format!("{k} {} {a}..{b}", if style == Style::Ascii { "in" } else { "∈" }) })
+        .collect();
+    let errs: Vec<String> = c
+        .comparisons
+        .iter()
+        .map(|x| match &x.error {
+            Some(e) => format!("{} (error: {e})", x.quantity),
+            None => format!("{} ({})", fmt_err(x.max_rel_error), x.quantity),
+        })
+        .collect();
+    let mark = if c.passed {
+        if style == Style::Ascii { "ok" } else { "✓" }
+    } else if style == Style::Ascii {
+        "FAILED"
+    } else {
+        "✗ FAILED"
+    };
+    let sizes = if sizes.is_empty() { String::new() } else { format!(", {}", sizes.join(", ")) };
+    format!("check: {} random points{sizes}: max relative error {} {mark}", c.points, errs.join(", "))
+}

@@ -1,0 +1,510 @@
+//! Rewrite rules: read from text (`rules/*.rules`, embedded as defaults), checked for
+//! shape agreement when loaded, and turned into egg rewrites with conditions.
+//! Families become rules too: their definitions of A(η), T(x) and log h(x).
+
+use crate::analysis::{class_name, has_symbol, Graph};
+use crate::lang::{node_shape, Dim, Node, Shape, SCALAR};
+use crate::model::{Domain, Model};
+use crate::syntax::{parse_rules, Expr, ExprKind, RuleDecl, Span};
+use egg::{Applier, ENodeOrVar, Id, Language, Pattern, PatternAst, RecExpr, Rewrite, Subst, Symbol, Var};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+/// The rule files compiled into the binary.
+pub const DEFAULT_RULES: &[(&str, &str)] = &[
+    ("rules/calculus.rules", include_str!("../rules/calculus.rules")),
+    ("rules/algebra.rules", include_str!("../rules/algebra.rules")),
+    ("rules/expectation.rules", include_str!("../rules/expectation.rules")),
+    ("rules/expfam.rules", include_str!("../rules/expfam.rules")),
+];
+
+/// The family catalog compiled into the binary (model-language `family` statements).
+pub const DEFAULT_FAMILIES: &[(&str, &str)] = &[("rules/families.ef", include_str!("../rules/families.ef"))];
+
+/// A condition a rule may require of its match. Each is a monotone fact.
+#[derive(Clone, Debug)]
+pub enum Cond {
+    /// the first does not depend on the second (a variable)
+    Indep(Var, Var),
+    Scalar(Var),
+    /// a column vector (a scalar counts)
+    Column(Var),
+    SameShape(Var, Var),
+    Const(Var),
+    /// the class is a variable with this domain
+    Domain(Var, Domain),
+    /// the family's T(x) = x with one-hot or binary x
+    Indicator(Var),
+    /// shaped like the named family's natural parameter
+    ParamOf(Var, Symbol),
+}
+
+const CONDITIONS: &str = "indep(a, x), scalar(a), column(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
+
+/// One loaded rule.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub description: String,
+    pub lhs: PatternAst<Node>,
+    pub rhs: PatternAst<Node>,
+    pub conds: Vec<Cond>,
+    pub assume: Option<String>,
+    /// file:line
+    pub origin: String,
+}
+
+/// A rules problem, with where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// The node a rules-file function name stands for, given its children.
+fn call_node(f: &str, k: &[Id]) -> Option<Node> {
+    Some(match (f, k) {
+        ("D", [a, b]) => Node::Jac([*a, *b]),
+        ("E", [q, x, b]) => Node::Expect([*q, *x, *b]),
+        ("A", [f, t]) => Node::LogPart([*f, *t]),
+        ("mean", [f, t]) => Node::Mean([*f, *t]),
+        ("cov", [f, t]) => Node::Cov([*f, *t]),
+        ("second", [f, t]) => Node::Second([*f, *t]),
+        ("logp", [f, x, t]) => Node::LogP([*f, *x, *t]),
+        ("dot", [a, b]) => Node::Dot([*a, *b]),
+        ("outer", [a, b]) => Node::Outer([*a, *b]),
+        ("sum", [a]) => Node::Sum(*a),
+        ("diag", [a]) => Node::Diag(*a),
+        ("exp", [a]) => Node::Exp(*a),
+        ("log", [a]) => Node::Log(*a),
+        ("sigmoid", [a]) => Node::Sigmoid(*a),
+        ("softmax", [a]) => Node::Softmax(*a),
+        ("logsumexp", [a]) => Node::LogSumExp(*a),
+        ("transpose", [a]) => Node::Transpose(*a),
+        ("eye", [a]) => Node::Eye(*a),
+        _ => return None,
+    })
+}
+
+/// Expression → pattern: every name is a pattern variable.
+fn to_pattern(e: &Expr, out: &mut PatternAst<Node>) -> Result<Id, (Span, String)> {
+    let node = match &e.kind {
+        ExprKind::Num(s) => Node::Num(crate::model::rational(s).ok_or((e.span, format!("bad number {s}")))?),
+        ExprKind::Var(v) => return Ok(out.add(ENodeOrVar::Var(format!("?{v}").parse().unwrap()))),
+        ExprKind::Neg(a) => Node::Neg(to_pattern(a, out)?),
+        ExprKind::Transpose(a) => Node::Transpose(to_pattern(a, out)?),
+        ExprKind::Binary(op, a, b) => {
+            let k = [to_pattern(a, out)?, to_pattern(b, out)?];
+            match op {
+                '+' => Node::Add(k),
+                '-' => Node::Sub(k),
+                '*' => Node::Mul(k),
+                '/' => Node::Div(k),
+                '^' => Node::Pow(k),
+                _ => Node::MatMul(k),
+            }
+        }
+        ExprKind::Call(f, args) => {
+            let k: Vec<Id> = args.iter().map(|a| to_pattern(a, out)).collect::<Result<_, _>>()?;
+            call_node(f, &k).ok_or((e.span, format!("unknown function `{f}` with {} arguments", k.len())))?
+        }
+        ExprKind::Expect(..) | ExprKind::Density(..) => {
+            return Err((e.span, "write E(q, x, f) and logp(F, x, t) in rules".into()));
+        }
+    };
+    Ok(out.add(ENodeOrVar::ENode(node)))
+}
+
+fn var_of(e: &Expr) -> Result<Var, (Span, String)> {
+    match &e.kind {
+        ExprKind::Var(v) => Ok(format!("?{v}").parse().unwrap()),
+        _ => Err((e.span, "a condition takes pattern variables".into())),
+    }
+}
+
+fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, String)> {
+    let v = |i: usize| var_of(&args[i]);
+    let want = |n: usize| -> Result<(), (Span, String)> {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err((span, format!("`{name}` takes {n} argument(s)")))
+        }
+    };
+    Ok(match name {
+        "indep" => {
+            want(2)?;
+            Cond::Indep(v(0)?, v(1)?)
+        }
+        "same-shape" | "same_shape" => {
+            want(2)?;
+            Cond::SameShape(v(0)?, v(1)?)
+        }
+        _ => {
+            want(1)?;
+            let a = v(0)?;
+            match name {
+                "scalar" => Cond::Scalar(a),
+                "column" => Cond::Column(a),
+                "const" => Cond::Const(a),
+                "onehot" => Cond::Domain(a, Domain::OneHot),
+                "binary" => Cond::Domain(a, Domain::Binary),
+                "simplex" => Cond::Domain(a, Domain::Simplex),
+                "indicator" => Cond::Indicator(a),
+                _ => return Err((span, format!("unknown condition `{name}`; known: {CONDITIONS}"))),
+            }
+        }
+    })
+}
+
+fn pattern_vars(p: &PatternAst<Node>) -> BTreeSet<Var> {
+    p.iter().filter_map(|n| if let ENodeOrVar::Var(v) = n { Some(*v) } else { None }).collect()
+}
+
+/// Parses one rules file into rules (a `<=>` rule gives two, the reverse named `NAME-rev`).
+pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
+    let at = |span: Span, message: String| {
+        let (line, column) = line_col(src, span.start);
+        RuleError { file: file.to_string(), line, column, message }
+    };
+    let decls: Vec<RuleDecl> = parse_rules(src).map_err(|e| at(e.span, e.message))?;
+    let mut out = vec![];
+    for d in decls {
+        let mut lhs = PatternAst::default();
+        let mut rhs = PatternAst::default();
+        to_pattern(&d.lhs, &mut lhs).map_err(|(s, m)| at(s, m))?;
+        to_pattern(&d.rhs, &mut rhs).map_err(|(s, m)| at(s, m))?;
+        let conds: Vec<Cond> =
+            d.conditions.iter().map(|(n, a, s)| condition(n, a, *s)).collect::<Result<_, _>>().map_err(|(s, m)| at(s, m))?;
+        let (line, _) = line_col(src, d.span.start);
+        let origin = format!("{file}:{line}");
+        let mut push = |name: String, l: &PatternAst<Node>, r: &PatternAst<Node>| -> Result<(), RuleError> {
+            let (lv, rv) = (pattern_vars(l), pattern_vars(r));
+            if let Some(v) = rv.difference(&lv).next() {
+                return Err(at(d.span, format!("rule `{name}`: {v} on the right is not bound on the left")));
+            }
+            for c in &conds {
+                for v in cond_vars(c) {
+                    if !lv.contains(&v) {
+                        return Err(at(d.span, format!("rule `{name}`: condition variable {v} is not bound on the left")));
+                    }
+                }
+            }
+            if matches!(l.as_ref().last(), Some(ENodeOrVar::Var(_))) && conds.is_empty() {
+                return Err(at(d.span, format!("rule `{name}`: a bare variable on the left would match everything")));
+            }
+            let rule = Rule { name, description: d.description.clone(), lhs: l.clone(), rhs: r.clone(), conds: conds.clone(), assume: d.assume.clone(), origin: origin.clone() };
+            check_shapes(&rule).map_err(|m| at(d.span, m))?;
+            out.push(rule);
+            Ok(())
+        };
+        push(d.name.clone(), &lhs, &rhs)?;
+        if d.both_ways {
+            push(format!("{}-rev", d.name), &rhs, &lhs)?;
+        }
+    }
+    Ok(out)
+}
+
+fn cond_vars(c: &Cond) -> Vec<Var> {
+    match c {
+        Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
+        Cond::Scalar(a) | Cond::Column(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
+    }
+}
+
+fn pattern_shape(p: &PatternAst<Node>, env: &HashMap<Var, Shape>, syms: &dyn Fn(Symbol) -> Option<Shape>) -> Result<Shape, String> {
+    let mut shapes: Vec<Shape> = vec![];
+    for n in p.iter() {
+        let s = match n {
+            ENodeOrVar::Var(v) => env[v],
+            ENodeOrVar::ENode(Node::Symbol(s)) => syms(*s).ok_or_else(|| format!("unknown name {s}"))?,
+            ENodeOrVar::ENode(node) => {
+                let kids: Vec<Shape> = node.children().iter().map(|&c| shapes[usize::from(c)]).collect();
+                node_shape(node, &kids)?
+            }
+        };
+        shapes.push(s);
+    }
+    Ok(*shapes.last().unwrap())
+}
+
+/// Checks, for every assignment of small shapes to the pattern variables under which the
+/// left side is well-shaped, that the right side is well-shaped with the same shape.
+fn check_shapes(rule: &Rule) -> Result<(), String> {
+    let m = Dim::Named(Symbol::from("m"));
+    let n = Dim::Named(Symbol::from("n"));
+    let candidates = [SCALAR, Shape::vector(m), Shape::vector(n), Shape::Mat(m, n), Shape::Mat(n, m), Shape::Mat(Dim::One, m), Shape::Mat(n, n)];
+    // Variables in a family position can only be families.
+    let mut family_vars = BTreeSet::new();
+    for node in rule.lhs.iter() {
+        if let ENodeOrVar::ENode(nd) = node {
+            if nd.is_family_quantity() {
+                if let ENodeOrVar::Var(v) = &rule.lhs[nd.children()[0]] {
+                    family_vars.insert(*v);
+                }
+            }
+        }
+    }
+    let vars: Vec<Var> = pattern_vars(&rule.lhs).into_iter().filter(|v| !family_vars.contains(v)).collect();
+    let syms = |_s: Symbol| Some(Shape::Family);
+    let mut env: HashMap<Var, Shape> = family_vars.iter().map(|v| (*v, Shape::Family)).collect();
+    let mut any_ok = false;
+    let total = candidates.len().pow(vars.len() as u32);
+    for code in 0..total {
+        let mut c = code;
+        for v in &vars {
+            env.insert(*v, candidates[c % candidates.len()]);
+            c /= candidates.len();
+        }
+        let holds = rule.conds.iter().all(|c| match c {
+            Cond::Scalar(a) => env[a].is_scalar(),
+            Cond::Column(a) => env[a].is_column(),
+            Cond::SameShape(a, b) => env[a] == env[b],
+            Cond::ParamOf(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
+        });
+        if !holds {
+            continue;
+        }
+        let Ok(l) = pattern_shape(&rule.lhs, &env, &syms) else { continue };
+        any_ok = true;
+        let describe = || {
+            vars.iter().map(|v| format!("{} {}", &v.to_string()[1..], env[v])).collect::<Vec<_>>().join(", ")
+        };
+        // 0 is the zero of every shape
+        let rhs_zero = matches!(rule.rhs.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into());
+        match pattern_shape(&rule.rhs, &env, &syms) {
+            Ok(r) if r == l || rhs_zero => {}
+            Ok(r) => return Err(format!("rule `{}`: the sides disagree in shape: when {}, the left is {l} but the right is {r}", rule.name, describe())),
+            Err(e) => return Err(format!("rule `{}`: the right side is ill-shaped when {} (the left is {l}): {e}", rule.name, describe())),
+        }
+    }
+    if !any_ok {
+        return Err(format!("rule `{}`: the left side is never well-shaped", rule.name));
+    }
+    Ok(())
+}
+
+/// Rules that say what each family is: A(η) both ways (so log Σ exp η is recognised as the
+/// categorical log-partition) and −log p(x|η) in exponential-family form.
+pub fn family_rules(model: &Model) -> Vec<Rule> {
+    let mut out = vec![];
+    for f in &model.families {
+        let fam = Symbol::from(f.name.as_str());
+        let t: Var = "?t".parse().unwrap();
+        let x: Var = "?x".parse().unwrap();
+        let a = instantiate(&f.logpart, &f.param, t);
+        let mut lhs = PatternAst::default();
+        let fid = lhs.add(ENodeOrVar::ENode(Node::Symbol(fam)));
+        let tid = lhs.add(ENodeOrVar::Var(t));
+        lhs.add(ENodeOrVar::ENode(Node::LogPart([fid, tid])));
+        let origin = format!("family {}", f.name);
+        let conds = vec![Cond::ParamOf(t, fam)];
+        out.push(Rule {
+            name: format!("A-{}", f.name),
+            description: format!("log-partition of {}", f.name),
+            lhs: lhs.clone(),
+            rhs: a.clone(),
+            conds: conds.clone(),
+            assume: None,
+            origin: origin.clone(),
+        });
+        out.push(Rule {
+            name: format!("A-{}-rev", f.name),
+            description: format!("recognise the log-partition of {}", f.name),
+            lhs: a,
+            rhs: lhs.clone(),
+            conds: conds.clone(),
+            assume: None,
+            origin: origin.clone(),
+        });
+        // logp(F, x, t) => dot(t, T[x]) + logh[x] - A(F, t)
+        let mut lp = PatternAst::default();
+        let fid = lp.add(ENodeOrVar::ENode(Node::Symbol(fam)));
+        let xid = lp.add(ENodeOrVar::Var(x));
+        let tid = lp.add(ENodeOrVar::Var(t));
+        lp.add(ENodeOrVar::ENode(Node::LogP([fid, xid, tid])));
+        let mut rhs = PatternAst::default();
+        let stat = splice(&mut rhs, &instantiate(&f.stat, &f.var, x));
+        let tid = rhs.add(ENodeOrVar::Var(t));
+        let dot = rhs.add(ENodeOrVar::ENode(Node::Dot([tid, stat])));
+        let h = splice(&mut rhs, &instantiate(&f.logh, &f.var, x));
+        let sum = rhs.add(ENodeOrVar::ENode(Node::Add([dot, h])));
+        let fid = rhs.add(ENodeOrVar::ENode(Node::Symbol(fam)));
+        let a = rhs.add(ENodeOrVar::ENode(Node::LogPart([fid, tid])));
+        rhs.add(ENodeOrVar::ENode(Node::Sub([sum, a])));
+        out.push(Rule {
+            name: format!("expfam-{}", f.name),
+            description: "log p(x|θ) = θᵀT(x) + log h(x) − A(θ)".into(),
+            lhs: lp,
+            rhs,
+            conds,
+            assume: None,
+            origin,
+        });
+    }
+    out
+}
+
+/// A family term with its own variable replaced by a pattern variable.
+fn instantiate(e: &RecExpr<Node>, name: &str, v: Var) -> PatternAst<Node> {
+    let s = Symbol::from(name);
+    let nodes: Vec<ENodeOrVar<Node>> =
+        e.iter().map(|n| if *n == Node::Symbol(s) { ENodeOrVar::Var(v) } else { ENodeOrVar::ENode(n.clone()) }).collect();
+    RecExpr::from(nodes)
+}
+
+fn splice(out: &mut PatternAst<Node>, p: &PatternAst<Node>) -> Id {
+    let base = out.as_ref().len();
+    for n in p.iter() {
+        let n = match n {
+            ENodeOrVar::ENode(nd) => ENodeOrVar::ENode(nd.clone().map_children(|c| Id::from(usize::from(c) + base))),
+            v => v.clone(),
+        };
+        out.add(n);
+    }
+    Id::from(out.as_ref().len() - 1)
+}
+
+/// Applies the right side when every condition holds, and records the rule's assumption.
+pub struct CondApplier {
+    rhs: Pattern<Node>,
+    conds: Vec<Cond>,
+    assume: Option<String>,
+}
+
+fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
+    let data = |v: &Var| &egraph[subst[*v]].data;
+    match c {
+        Cond::Indep(a, x) => data(a).free.is_disjoint(&data(x).free),
+        Cond::Scalar(a) => data(a).shape.is_some_and(|s| s.is_scalar()),
+        Cond::Column(a) => data(a).shape.is_some_and(|s| s.is_column()),
+        Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
+        Cond::Const(a) => data(a).constant.is_some(),
+        Cond::Domain(a, d) => has_symbol(egraph, subst[*a], &|s| egraph.analysis.vars.get(&s).is_some_and(|(_, dom)| dom == d)),
+        Cond::Indicator(f) => has_symbol(egraph, subst[*f], &|s| egraph.analysis.families.get(&s).is_some_and(|(_, ind)| *ind)),
+        Cond::ParamOf(t, fam) => {
+            let want = egraph.analysis.families.get(fam).map(|(s, _)| *s);
+            match (data(t).shape, want) {
+                (Some(s), Some(w)) => s.is_column() && (s.is_scalar() == w.is_scalar()),
+                _ => false,
+            }
+        }
+    }
+}
+
+impl Applier<Node, crate::analysis::Facts> for CondApplier {
+    fn apply_one(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, ast: Option<&PatternAst<Node>>, rule: Symbol) -> Vec<Id> {
+        if !self.conds.iter().all(|c| check(egraph, subst, c)) {
+            return vec![];
+        }
+        let changed = self.rhs.apply_one(egraph, eclass, subst, ast, rule);
+        if let Some(text) = &self.assume {
+            // Name the assumption after the classes it is about.
+            let mut t = text.clone();
+            for v in self.rhs.vars().iter().chain(self.conds.iter().flat_map(cond_vars).collect::<Vec<_>>().iter()) {
+                if let Some(name) = class_name(egraph, subst[*v]) {
+                    t = replace_word(&t, &v.to_string()[1..], &name);
+                }
+            }
+            egraph.analysis.assumptions.insert(t);
+        }
+        changed
+    }
+
+    fn get_pattern_ast(&self) -> Option<&PatternAst<Node>> {
+        Some(&self.rhs.ast)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.rhs.vars()
+    }
+}
+
+fn replace_word(text: &str, word: &str, by: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(word) {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + word.len()..].chars().next();
+        let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+        out.push_str(&rest[..i]);
+        out.push_str(if boundary(before) && boundary(after) { by } else { word });
+        rest = &rest[i + word.len()..];
+    }
+    out + rest
+}
+
+impl Rule {
+    pub fn rewrite(&self) -> Result<Rewrite<Node, crate::analysis::Facts>, String> {
+        let applier = CondApplier { rhs: Pattern::new(self.rhs.clone()), conds: self.conds.clone(), assume: self.assume.clone() };
+        Rewrite::new(self.name.as_str(), Pattern::new(self.lhs.clone()), applier)
+    }
+}
+
+/// All rules: the defaults (unless replaced) and the files of extra folders, with duplicate
+/// names rejected.
+pub fn rule_set(extra: &[(String, String)], defaults: bool) -> Result<Vec<Rule>, RuleError> {
+    let mut all = vec![];
+    let files: Vec<(String, String)> = if defaults {
+        DEFAULT_RULES.iter().map(|(f, s)| (f.to_string(), s.to_string())).chain(extra.iter().cloned()).collect()
+    } else {
+        extra.to_vec()
+    };
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for (file, src) in &files {
+        for r in load_rules(file, src)? {
+            if let Some(prev) = seen.get(&r.name) {
+                let line = r.origin.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(1);
+                return Err(RuleError { file: file.clone(), line, column: 1, message: format!("duplicate rule name `{}` (also at {prev})", r.name) });
+            }
+            seen.insert(r.name.clone(), r.origin.clone());
+            all.push(r);
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_rules_load() {
+        let rules = rule_set(&[], true).unwrap_or_else(|e| panic!("{e}"));
+        assert!(rules.len() > 60, "{}", rules.len());
+        for r in &rules {
+            r.rewrite().unwrap();
+        }
+    }
+
+    #[test]
+    fn shape_disagreement_is_an_error_with_a_line() {
+        let e = load_rules("bad.rules", "# comment\nok: a + 0 => a\nbad: sum(a) => a\n").map(|_| ()).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("bad.rules", 3), "{e}");
+        assert!(e.message.contains("disagree in shape"), "{e}");
+    }
+
+    #[test]
+    fn unbound_and_duplicate() {
+        let e = load_rules("u.rules", "u: a + b => c").map(|_| ()).unwrap_err();
+        assert!(e.message.contains("not bound"), "{e}");
+        let e = rule_set(&[("x.rules".into(), "add-0: a + 0 => a".into())], true).map(|_| ()).unwrap_err();
+        assert!(e.message.contains("duplicate"), "{e}");
+    }
+}
