@@ -225,7 +225,7 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
     let style = if a.ascii { Style::Ascii } else { Style::Unicode };
     let report = (!a.no_check || check_only).then(|| {
         let opts = CheckOptions { points: a.points.max(1), seed: a.seed, ..Default::default() };
-        check(&model, &derivation, &opts, &|d| definition_line(&model, d, style))
+        check(&model, &derivation, &opts, &|d| definition_line(&model, d, &derivation.definitions, style))
     });
     let outcome = Outcome { model: &model, derivation: &derivation, check: report.as_ref(), at: at.as_ref(), rules: &sources.rules };
     let text = if a.json {

@@ -70,16 +70,19 @@ pub struct Derivation {
 /// deterministic.
 pub struct EvolvedCost<'a> {
     pub egraph: &'a Graph,
+    /// catalog families the model does not mention (their quantities cost a little more)
+    pub foreign: &'a [Symbol],
     /// forbid family quantities (for closed forms of definitions)
     pub explicit_only: bool,
 }
 
-pub type Cost = (u32, u32, u32, String);
+/// (unevaluated, family-level, foreign family, size, text)
+pub type Cost = (u32, u32, u32, u32, String);
 
 impl CostFunction<Node> for EvolvedCost<'_> {
     type Cost = Cost;
     fn cost<C: FnMut(Id) -> Cost>(&mut self, enode: &Node, mut costs: C) -> Cost {
-        let (mut bad, mut family, mut size) = (0u32, 0u32, 1u32);
+        let (mut bad, mut family, mut foreign, mut size) = (0u32, 0u32, 0u32, 1u32);
         match enode {
             Node::Jac(_) | Node::Expect(_) | Node::LogP(_) => bad = 1,
             Node::Mean(_) | Node::LogPart(_) if self.explicit_only => bad = 1,
@@ -88,9 +91,15 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             Node::Exp(_) | Node::Log(_) | Node::Softmax(_) | Node::Sigmoid(_) | Node::LogSumExp(_) => family = 1,
             _ => {}
         }
+        if enode.is_family_quantity() {
+            let f = enode.children()[0];
+            if self.egraph[f].nodes.iter().any(|n| matches!(n, Node::Symbol(s) if self.foreign.contains(s))) {
+                foreign = 1;
+            }
+        }
         let mut text = enode.to_string();
         for (i, c) in enode.children().iter().enumerate() {
-            let (b, f, s, t) = costs(*c);
+            let (b, f, o, s, t) = costs(*c);
             // the family's name costs nothing
             if i == 0 && enode.is_family_quantity() {
                 text.push_str(&format!(" {t}"));
@@ -98,12 +107,13 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             }
             bad = bad.saturating_add(b);
             family = family.saturating_add(f);
+            foreign = foreign.saturating_add(o);
             size = size.saturating_add(s);
             text.push(' ');
             text.push_str(&t);
         }
         text.truncate(200);
-        (bad, family, size, format!("({text})"))
+        (bad, family, foreign, size, format!("({text})"))
     }
 }
 
@@ -116,95 +126,272 @@ pub fn new_graph(model: &Model) -> Graph {
     Graph::new(Facts::new(model))
 }
 
-/// Derives every requested quantity of the model with these rules.
-pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
-    let mut all: Vec<Rule> = rules.to_vec();
-    all.extend(family_rules(model));
-    let rewrites = all.iter().map(|r| r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))).collect::<Result<Vec<_>, _>>()?;
+/// One saturation run over some terms.
+struct Phase {
+    runner: Runner<Node, Facts>,
+    roots: Vec<Id>,
+}
 
+fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
     let mut egraph = new_graph(model);
-    // (loss, wrt, order) → root
-    let mut roots: Vec<(String, Option<String>, usize, Id)> = vec![];
-    let mut loss_ids: BTreeMap<String, Id> = BTreeMap::new();
-    for req in &model.requests {
-        let lid = *loss_ids.entry(req.loss.clone()).or_insert_with(|| egraph.add_expr(model.loss(&req.loss).unwrap()));
-        if !roots.iter().any(|(l, w, o, _)| l == &req.loss && w.is_none() && *o == 0) {
-            roots.push((req.loss.clone(), None, 0, lid));
-        }
-        let x = egraph.add(Node::Symbol(Symbol::from(req.wrt.as_str())));
-        let jac = egraph.add(Node::Jac([lid, x]));
-        let grad = egraph.add(Node::Transpose(jac));
-        let id = if req.order == 1 { grad } else { egraph.add(Node::Jac([grad, x])) };
-        roots.push((req.loss.clone(), Some(req.wrt.clone()), req.order, id));
-    }
-
+    let roots: Vec<Id> = terms.iter().map(|t| egraph.add_expr(t)).collect();
     let runner = Runner::default()
         .with_egraph(egraph)
         .with_scheduler(SimpleScheduler)
         .with_iter_limit(limits.iterations)
         .with_node_limit(limits.nodes)
         .with_time_limit(Duration::from_secs_f64(limits.seconds))
-        .run(&rewrites);
-
-    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
-    for it in &runner.iterations {
-        for (name, n) in &it.applied {
-            *applied.entry(name.to_string()).or_default() += n;
-        }
+        .run(rewrites);
+    if std::env::var_os("EVOLVED_DEBUG").is_some() {
+        debug_dump(&runner);
     }
-    let (stop, saturated) = match &runner.stop_reason {
+    let roots = roots.iter().map(|r| runner.egraph.find(*r)).collect();
+    Phase { runner, roots }
+}
+
+fn stop_text(r: &Option<StopReason>) -> (String, bool) {
+    match r {
         Some(StopReason::Saturated) => ("saturated".to_string(), true),
         Some(StopReason::IterationLimit(n)) => (format!("stopped at the iteration limit ({n}); raise EVOLVED_ITERS"), false),
         Some(StopReason::NodeLimit(n)) => (format!("stopped at the node limit ({n}); raise EVOLVED_NODES"), false),
         Some(StopReason::TimeLimit(t)) => (format!("stopped at the time limit ({t:.1} s)"), false),
         Some(StopReason::Other(s)) => (s.clone(), false),
         None => ("not run".to_string(), false),
-    };
-    let egraph = &runner.egraph;
-    let extractor = Extractor::new(egraph, EvolvedCost { egraph, explicit_only: false });
-    let mut results = vec![];
-    for (loss, wrt, order, id) in &roots {
-        let (_, term) = extractor.find_best(*id);
-        let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
-        let is_covariance = egraph[egraph.find(*id)].nodes.iter().any(|n| matches!(n, Node::Cov(_)));
-        results.push(Derived { loss: loss.clone(), wrt: wrt.clone(), order: *order, term, complete, is_covariance });
     }
+}
 
-    // Closed forms of the family quantities the results use.
-    let explicit = Extractor::new(egraph, EvolvedCost { egraph, explicit_only: true });
-    let mut definitions: Vec<Definition> = vec![];
-    for r in &results {
-        for (i, n) in r.term.iter().enumerate() {
-            if !matches!(n, Node::Mean(_) | Node::LogPart(_)) {
-                continue;
-            }
-            let sub = subterm(&r.term, Id::from(i));
-            if definitions.iter().any(|d| d.term == sub) {
-                continue;
-            }
-            let class = egraph.lookup_expr(&sub);
-            let explicit = class.and_then(|c| {
-                let (cost, t) = explicit.find_best(c);
-                (cost.0 == 0).then_some(t)
-            });
-            definitions.push(Definition { term: sub, explicit });
+/// Derives every requested quantity of the model with these rules: first the derivation
+/// (calculus, expectations, family identities and the algebra they need), then a tidy
+/// phase over the extracted results with every rule, where sign and order rewrites cannot
+/// multiply the work of differentiation.
+pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
+    let mut all: Vec<Rule> = rules.to_vec();
+    all.extend(family_rules(model));
+    let compile = |rs: &[&Rule]| {
+        rs.iter().map(|r| r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))).collect::<Result<Vec<_>, _>>()
+    };
+    let foreign: Vec<Symbol> =
+        (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
+    let derive_rules = compile(&all.iter().filter(|r| r.derive).collect::<Vec<_>>())?;
+    let tidy_rules = compile(&all.iter().collect::<Vec<_>>())?;
+
+    // Stage 1: the losses and their gradients, transpose(jac(J, x)).
+    let mut wanted: Vec<(String, Option<String>, usize)> = vec![];
+    let mut terms: Vec<RecExpr<Node>> = vec![];
+    for req in &model.requests {
+        let loss = model.loss(&req.loss).unwrap();
+        if !wanted.iter().any(|(l, _, o)| l == &req.loss && *o == 0) {
+            wanted.push((req.loss.clone(), None, 0));
+            terms.push(loss.clone());
+        }
+        if !wanted.iter().any(|(l, w, o)| l == &req.loss && w.as_deref() == Some(req.wrt.as_str()) && *o == 1) {
+            let mut t = loss.clone();
+            let root = Id::from(t.as_ref().len() - 1);
+            let x = t.add(Node::Symbol(Symbol::from(req.wrt.as_str())));
+            let jac = t.add(Node::Jac([root, x]));
+            t.add(Node::Transpose(jac));
+            wanted.push((req.loss.clone(), Some(req.wrt.clone()), 1));
+            terms.push(t);
         }
     }
+    let first = run_phase(model, &derive_rules, &terms, limits);
+    let egraph = &first.runner.egraph;
+    let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false });
+    let mut derived: Vec<RecExpr<Node>> = first.roots.iter().map(|id| extractor.find_best(*id).1).collect();
+    let mut covariance: Vec<bool> = vec![false; derived.len()];
+
+    // Stage 2: Hessians, as the Jacobian of each extracted gradient. Differentiating one
+    // extracted form (not every form in the gradient's class) keeps the e-graph small.
+    let hess_reqs: Vec<(String, String)> = model
+        .requests
+        .iter()
+        .filter(|r| r.order == 2)
+        .map(|r| (r.loss.clone(), r.wrt.clone()))
+        .fold(vec![], |mut acc, x| {
+            if !acc.contains(&x) {
+                acc.push(x);
+            }
+            acc
+        });
+    let mut hterms = vec![];
+    for (loss, wrt) in &hess_reqs {
+        let gi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 1).unwrap();
+        let mut t = derived[gi].clone();
+        let root = Id::from(t.as_ref().len() - 1);
+        let x = t.add(Node::Symbol(Symbol::from(wrt.as_str())));
+        t.add(Node::Jac([root, x]));
+        hterms.push(t);
+        wanted.push((loss.clone(), Some(wrt.clone()), 2));
+    }
+    let second_stage = run_phase(model, &derive_rules, &hterms, limits);
+    {
+        let g = &second_stage.runner.egraph;
+        let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false });
+        for id in &second_stage.roots {
+            derived.push(ex.find_best(*id).1);
+            covariance.push(g[*id].nodes.iter().any(|n| matches!(n, Node::Cov(_))));
+        }
+    }
+    // Keep the requested order: J, then per variable its gradient and Hessian.
+    let order: Vec<usize> = {
+        let mut idx: Vec<usize> = (0..wanted.len()).collect();
+        idx.sort_by_key(|&i| (wanted[i].0.clone(), wanted[i].1.clone(), wanted[i].2));
+        idx
+    };
+    let requested = |i: &usize| {
+        let (l, w, o) = &wanted[*i];
+        *o == 0 || model.requests.iter().any(|r| &r.loss == l && Some(&r.wrt) == w.as_ref() && r.order == *o)
+    };
+    let order: Vec<usize> = order.into_iter().filter(requested).collect();
+
+    // Family quantities the results use, with closed forms: E[T] derived from each
+    // family's own A(η) by the rules, A(η) from its definition.
+    let mut means: BTreeMap<String, Option<RecExpr<Node>>> = BTreeMap::new();
+    let mut quantities: Vec<(RecExpr<Node>, Option<RecExpr<Node>>)> = vec![];
+    for t in &derived {
+        for (i, n) in t.iter().enumerate() {
+            let (Node::Mean([f, arg]) | Node::LogPart([f, arg])) = n else { continue };
+            let sub = subterm(t, Id::from(i));
+            if quantities.iter().any(|(q, _)| *q == sub) {
+                continue;
+            }
+            let Node::Symbol(fs) = &t[*f] else { continue };
+            let Some(fam) = model.family(*fs) else { continue };
+            let closed = match n {
+                Node::Mean(_) => means
+                    .entry(fam.name.clone())
+                    .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
+                    .clone(),
+                _ => Some(fam.logpart.clone()),
+            };
+            let arg = subterm(t, *arg);
+            quantities.push((sub, closed.map(|c| substitute(&c, Symbol::from(fam.param.as_str()), &arg))));
+        }
+    }
+
+    // Stage 3, tidy: the results and closed forms together, with every rule.
+    let mut tidy_terms: Vec<RecExpr<Node>> = order.iter().map(|&i| derived[i].clone()).collect();
+    tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
+    let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
+    let g2 = &second.runner.egraph;
+    let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false });
+    let ex2_explicit = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true });
+    let mut tidied = second.roots.iter();
+    let mut results = vec![];
+    for &i in &order {
+        let (loss, wrt, ord) = &wanted[i];
+        let (_, term) = ex2.find_best(*tidied.next().unwrap());
+        let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
+        results.push(Derived { loss: loss.clone(), wrt: wrt.clone(), order: *ord, term, complete, is_covariance: covariance[i] });
+    }
+    let mut definitions: Vec<Definition> = quantities
+        .into_iter()
+        .map(|(term, closed)| Definition { term, explicit: closed.map(|_| ex2_explicit.find_best(*tidied.next().unwrap()).1) })
+        .collect();
     // Means before log-partitions, each in order of appearance.
     definitions.sort_by_key(|d| !matches!(d.term.as_ref().last(), Some(Node::Mean(_))));
 
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
+    for it in first.runner.iterations.iter().chain(&second_stage.runner.iterations).chain(&second.runner.iterations) {
+        for (name, n) in &it.applied {
+            *applied.entry(name.to_string()).or_default() += n;
+        }
+    }
+    let (stop1, sat1) = stop_text(&first.runner.stop_reason);
+    let (stop_h, sat_h) = stop_text(&second_stage.runner.stop_reason);
+    let (stop2, sat2) = stop_text(&second.runner.stop_reason);
+    let stop = if !sat1 {
+        format!("gradient derivation {stop1}")
+    } else if !sat_h {
+        format!("Hessian derivation {stop_h}")
+    } else if !sat2 {
+        format!("tidying {stop2}")
+    } else {
+        stop1
+    };
+    let gh = &second_stage.runner.egraph;
+    let mut assumptions: Vec<String> =
+        egraph.analysis.assumptions.iter().chain(&gh.analysis.assumptions).chain(&g2.analysis.assumptions).cloned().collect();
+    assumptions.sort();
+    assumptions.dedup();
     Ok(Derivation {
         results,
         definitions,
-        assumptions: egraph.analysis.assumptions.iter().cloned().collect(),
+        assumptions,
         rules_applied: applied.into_iter().collect(),
         stop,
-        saturated,
-        iterations: runner.iterations.len(),
-        nodes: egraph.total_number_of_nodes(),
-        classes: egraph.number_of_classes(),
-        conflicts: egraph.analysis.conflicts.clone(),
+        saturated: sat1 && sat_h && sat2,
+        iterations: first.runner.iterations.len() + second_stage.runner.iterations.len() + second.runner.iterations.len(),
+        nodes: egraph.total_number_of_nodes() + gh.total_number_of_nodes() + g2.total_number_of_nodes(),
+        classes: egraph.number_of_classes() + gh.number_of_classes() + g2.number_of_classes(),
+        conflicts: egraph.analysis.conflicts.iter().chain(&gh.analysis.conflicts).chain(&g2.analysis.conflicts).cloned().collect(),
     })
+}
+
+/// E[T(x)] of a family in its own parameter η, derived from A(η) by the rules
+/// (A′(η) = E[T]): the family-free form of the gradient of A.
+fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
+    let eta = Symbol::from(fam.param.as_str());
+    let mut facts = Facts::new(model);
+    facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
+    let mut egraph = Graph::new(facts);
+    let mut t = fam.logpart.clone();
+    let root = Id::from(t.as_ref().len() - 1);
+    let x = t.add(Node::Symbol(eta));
+    let jac = t.add(Node::Jac([root, x]));
+    t.add(Node::Transpose(jac));
+    let id = egraph.add_expr(&t);
+    let runner = Runner::default()
+        .with_egraph(egraph)
+        .with_scheduler(SimpleScheduler)
+        .with_iter_limit(limits.iterations)
+        .with_node_limit(limits.nodes)
+        .with_time_limit(Duration::from_secs_f64(limits.seconds))
+        .run(rules);
+    let g = &runner.egraph;
+    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true }).find_best(g.find(id));
+    (cost.0 == 0).then_some(best)
+}
+
+/// `e` with the symbol `s` replaced by the term `by`.
+pub fn substitute(e: &RecExpr<Node>, s: Symbol, by: &RecExpr<Node>) -> RecExpr<Node> {
+    let mut out = RecExpr::default();
+    let mut map: Vec<Id> = vec![];
+    for n in e.iter() {
+        let id = if *n == Node::Symbol(s) {
+            let base = out.as_ref().len();
+            for m in by.iter() {
+                out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
+            }
+            Id::from(out.as_ref().len() - 1)
+        } else {
+            out.add(n.clone().map_children(|c| map[usize::from(c)]))
+        };
+        map.push(id);
+    }
+    out
+}
+
+/// Per-iteration sizes and the largest classes, on stderr (set EVOLVED_DEBUG).
+fn debug_dump(runner: &Runner<Node, Facts>) {
+    for (i, it) in runner.iterations.iter().enumerate() {
+        let mut top: Vec<(&egg::Symbol, &usize)> = it.applied.iter().collect();
+        top.sort_by(|a, b| b.1.cmp(a.1));
+        eprintln!("iteration {i}: {} nodes, {} classes; most applied: {:?}", it.egraph_nodes, it.egraph_classes, &top[..top.len().min(5)]);
+    }
+    let mut classes: Vec<&egg::EClass<Node, crate::analysis::Data>> = runner.egraph.classes().collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.nodes.len()));
+    if let Ok(ids) = std::env::var("EVOLVED_DEBUG_CLASSES") {
+        for id in ids.split(',').filter_map(|s| s.parse::<usize>().ok()) {
+            let c = &runner.egraph[Id::from(id)];
+            let nodes: Vec<String> = c.nodes.iter().map(|n| format!("{n} {:?}", n.children())).collect();
+            eprintln!("class {id} (free {:?}): {}", c.data.free, nodes.join(" | "));
+        }
+    }
+    for c in classes.iter().take(5) {
+        let sample: Vec<String> = c.nodes.iter().take(12).map(|n| format!("{n} {:?}", n.children())).collect();
+        eprintln!("class {} ({} nodes, shape {:?}): {}", c.id, c.nodes.len(), c.data.shape, sample.join(" | "));
+    }
 }
 
 /// The subterm rooted at `id`.

@@ -8,7 +8,7 @@ use crate::lang::Node;
 use crate::model::{Model, Role};
 use crate::print::{name, Printer, Style};
 use crate::rules::Rule;
-use egg::{Id, RecExpr, Symbol};
+use egg::{RecExpr, Symbol};
 use serde_json::{json, Value};
 
 /// Everything one run produced.
@@ -75,8 +75,8 @@ pub fn lhs(model: &Model, r: &Derived, style: Style) -> String {
 }
 
 /// `p = E[x] = softmax(θ)` or `A(θ) = log 1ᵀexp(θ)`.
-pub fn definition_line(model: &Model, d: &Definition, style: Style) -> String {
-    let named = Printer { model, style, names: names(model, std::slice::from_ref(d), style) };
+pub fn definition_line(model: &Model, d: &Definition, all: &[Definition], style: Style) -> String {
+    let named = Printer { model, style, names: names(model, all, style) };
     let plain = Printer::new(model, style);
     let mut parts = vec![];
     if matches!(d.term.as_ref().last(), Some(Node::Mean(_))) {
@@ -117,8 +117,24 @@ fn fmt_err(e: f64) -> String {
     }
 }
 
+/// A number to 10 significant digits.
+pub fn number_text(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let s = format!("{:.9e}", x);
+    let v: f64 = s.parse().unwrap();
+    if (1e-4..1e10).contains(&v.abs()) {
+        format!("{v}")
+    } else {
+        let (mant, exp) = s.split_once('e').unwrap();
+        let mant = mant.trim_end_matches('0').trim_end_matches('.');
+        format!("{mant}e{exp}")
+    }
+}
+
 fn matrix_text(m: &Mat<f64>) -> String {
-    let num = |x: f64| format!("{}", (x * 1e10).round() / 1e10);
+    let num = number_text;
     if m.shape() == (1, 1) {
         return num(m[(0, 0)]);
     }
@@ -188,7 +204,7 @@ impl Outcome<'_> {
             out.push('\n');
         }
         if !d.definitions.is_empty() {
-            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, style)).collect();
+            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, style)).collect();
             out.push_str(&format!("where {}\n", defs.join(",  ")));
         }
         if !d.assumptions.is_empty() {
@@ -231,7 +247,7 @@ impl Outcome<'_> {
             })
             .collect();
         if !d.definitions.is_empty() {
-            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, Style::Latex)).collect();
+            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, Style::Latex)).collect();
             rows.push(format!("&\\text{{where }} {}", defs.join(",\\quad ")));
         }
         if !d.assumptions.is_empty() {
@@ -274,7 +290,7 @@ impl Outcome<'_> {
         let defs: Vec<Value> = d
             .definitions
             .iter()
-            .map(|x| json!({"text": definition_line(m, x, Style::Unicode), "latex": definition_line(m, x, Style::Latex), "closed_form": x.explicit.is_some()}))
+            .map(|x| json!({"text": definition_line(m, x, &d.definitions, Style::Unicode), "latex": definition_line(m, x, &d.definitions, Style::Latex), "closed_form": x.explicit.is_some()}))
             .collect();
         let rules: Vec<Value> = d
             .rules_applied

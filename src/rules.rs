@@ -27,6 +27,8 @@ pub enum Cond {
     /// the first does not depend on the second (a variable)
     Indep(Var, Var),
     Scalar(Var),
+    /// known not to be 1×1
+    NotScalar(Var),
     /// a column vector (a scalar counts)
     Column(Var),
     SameShape(Var, Var),
@@ -39,7 +41,7 @@ pub enum Cond {
     ParamOf(Var, Symbol),
 }
 
-const CONDITIONS: &str = "indep(a, x), scalar(a), column(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
+const CONDITIONS: &str = "indep(a, x), scalar(a), nonscalar(a), column(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -52,6 +54,8 @@ pub struct Rule {
     pub assume: Option<String>,
     /// file:line
     pub origin: String,
+    /// false for rules that only tidy extracted results (`phase tidy`)
+    pub derive: bool,
 }
 
 /// A rules problem, with where it is.
@@ -106,7 +110,11 @@ fn to_pattern(e: &Expr, out: &mut PatternAst<Node>) -> Result<Id, (Span, String)
     let node = match &e.kind {
         ExprKind::Num(s) => Node::Num(crate::model::rational(s).ok_or((e.span, format!("bad number {s}")))?),
         ExprKind::Var(v) => return Ok(out.add(ENodeOrVar::Var(format!("?{v}").parse().unwrap()))),
-        ExprKind::Neg(a) => Node::Neg(to_pattern(a, out)?),
+        ExprKind::Neg(a) => match &a.kind {
+            // `-1` is the number −1
+            ExprKind::Num(s) => Node::Num(-crate::model::rational(s).ok_or((e.span, format!("bad number {s}")))?),
+            _ => Node::Neg(to_pattern(a, out)?),
+        },
         ExprKind::Transpose(a) => Node::Transpose(to_pattern(a, out)?),
         ExprKind::Binary(op, a, b) => {
             let k = [to_pattern(a, out)?, to_pattern(b, out)?];
@@ -160,6 +168,7 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
             let a = v(0)?;
             match name {
                 "scalar" => Cond::Scalar(a),
+                "nonscalar" => Cond::NotScalar(a),
                 "column" => Cond::Column(a),
                 "const" => Cond::Const(a),
                 "onehot" => Cond::Domain(a, Domain::OneHot),
@@ -208,7 +217,16 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
             if matches!(l.as_ref().last(), Some(ENodeOrVar::Var(_))) && conds.is_empty() {
                 return Err(at(d.span, format!("rule `{name}`: a bare variable on the left would match everything")));
             }
-            let rule = Rule { name, description: d.description.clone(), lhs: l.clone(), rhs: r.clone(), conds: conds.clone(), assume: d.assume.clone(), origin: origin.clone() };
+            let rule = Rule {
+                name,
+                description: d.description.clone(),
+                lhs: l.clone(),
+                rhs: r.clone(),
+                conds: conds.clone(),
+                assume: d.assume.clone(),
+                origin: origin.clone(),
+                derive: d.phase == "derive",
+            };
             check_shapes(&rule).map_err(|m| at(d.span, m))?;
             out.push(rule);
             Ok(())
@@ -224,7 +242,7 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
 fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
         Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
-        Cond::Scalar(a) | Cond::Column(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
+        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
     }
 }
 
@@ -274,6 +292,7 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
         }
         let holds = rule.conds.iter().all(|c| match c {
             Cond::Scalar(a) => env[a].is_scalar(),
+            Cond::NotScalar(a) => !env[a].is_scalar(),
             Cond::Column(a) => env[a].is_column(),
             Cond::SameShape(a, b) => env[a] == env[b],
             Cond::ParamOf(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
@@ -323,6 +342,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             conds: conds.clone(),
             assume: None,
             origin: origin.clone(),
+            derive: true,
         });
         out.push(Rule {
             name: format!("A-{}-rev", f.name),
@@ -332,6 +352,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             conds: conds.clone(),
             assume: None,
             origin: origin.clone(),
+            derive: true,
         });
         // logp(F, x, t) => dot(t, T[x]) + logh[x] - A(F, t)
         let mut lp = PatternAst::default();
@@ -356,6 +377,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             conds,
             assume: None,
             origin,
+            derive: true,
         });
     }
     out
@@ -393,6 +415,7 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
     match c {
         Cond::Indep(a, x) => data(a).free.is_disjoint(&data(x).free),
         Cond::Scalar(a) => data(a).shape.is_some_and(|s| s.is_scalar()),
+        Cond::NotScalar(a) => data(a).shape.is_some_and(|s| !s.is_scalar()),
         Cond::Column(a) => data(a).shape.is_some_and(|s| s.is_column()),
         Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
         Cond::Const(a) => data(a).constant.is_some(),

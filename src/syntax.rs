@@ -102,6 +102,8 @@ pub struct RuleDecl {
     pub conditions: Vec<(String, Vec<Expr>, Span)>,
     pub assume: Option<String>,
     pub description: String,
+    /// set by a `phase NAME` line above the rule: "derive" (the default) or "tidy"
+    pub phase: String,
     pub span: Span,
 }
 
@@ -532,6 +534,26 @@ impl<'a> Src<'a> {
         Ok((r, FamilyDecl { name, param, param_type, var, var_type, clauses }))
     }
 
+    /// `phase NAME` (None) or a rule.
+    fn rule_item(&self, i: &'a str) -> Res<'a, Option<RuleDecl>> {
+        let start = ws(i, false);
+        if let Ok((r, "phase")) = ident(start) {
+            if !ws(r, false).starts_with(':') {
+                let j = ws(r, false);
+                return match ident(j) {
+                    Ok((r2, p)) if p == "derive" || p == "tidy" => {
+                        let mut d = RuleDecl::phase_marker();
+                        d.phase = p.to_string();
+                        d.span = self.span(start, r2);
+                        Ok((r2, Some(d)))
+                    }
+                    _ => fail(j, "expected `phase derive` or `phase tidy`"),
+                };
+            }
+        }
+        self.rule(i).map(|(r, d)| (r, Some(d)))
+    }
+
     fn rule(&self, i: &'a str) -> Res<'a, RuleDecl> {
         let start = ws(i, false);
         let Ok((r, name)) = rule_name(start) else { return fail(start, "expected a rule name") };
@@ -589,7 +611,7 @@ impl<'a> Src<'a> {
             description = text.trim().to_string();
             r = r3;
         }
-        Ok((r, RuleDecl { name: name.to_string(), lhs, rhs, both_ways, conditions, assume, description, span: self.span(start, r) }))
+        Ok((r, RuleDecl { name: name.to_string(), lhs, rhs, both_ways, conditions, assume, description, phase: "derive".into(), span: self.span(start, r) }))
     }
 
     /// Runs `one` on each statement of the source.
@@ -637,10 +659,28 @@ pub fn parse_model(src: &str) -> Result<Vec<Stmt>, SyntaxError> {
     s.many(&|i| s.statement(i))
 }
 
-/// Parses a rules file.
+impl RuleDecl {
+    fn phase_marker() -> RuleDecl {
+        let e = Expr { kind: ExprKind::Num("0".into()), span: Span::default() };
+        RuleDecl { name: String::new(), lhs: e.clone(), rhs: e, both_ways: false, conditions: vec![], assume: None, description: String::new(), phase: String::new(), span: Span::default() }
+    }
+}
+
+/// Parses a rules file. A `phase tidy` line puts the rules after it in the phase that
+/// tidies extracted results; `phase derive` switches back.
 pub fn parse_rules(src: &str) -> Result<Vec<RuleDecl>, SyntaxError> {
     let s = Src { all: src };
-    s.many(&|i| s.rule(i))
+    let items = s.many(&|i| s.rule_item(i))?;
+    let mut phase = "derive".to_string();
+    let mut out = vec![];
+    for d in items.into_iter().flatten() {
+        if d.name.is_empty() {
+            phase = d.phase;
+        } else {
+            out.push(RuleDecl { phase: phase.clone(), ..d });
+        }
+    }
+    Ok(out)
 }
 
 /// Parses one expression (used by `--at` values and tests).
