@@ -77,6 +77,7 @@ fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat
     match domain {
         Domain::Real => Mat::from_fn(rows, cols, |_, _| rng.random_range(-2.0..2.0)),
         Domain::Positive => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.2..3.0)),
+        Domain::Unit => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.0..1.0)),
         Domain::Binary => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..2) as f64),
         Domain::Count => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..9) as f64),
         Domain::Simplex => {
@@ -285,6 +286,7 @@ fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
     match d {
         Domain::Real => {}
         Domain::Positive if m.iter().any(|x| *x <= 0.0) => return bad("positive"),
+        Domain::Unit if m.iter().any(|x| !(0.0..=1.0).contains(x)) => return bad("in [0, 1]"),
         Domain::Binary if m.iter().any(|x| *x != 0.0 && *x != 1.0) => return bad("0 or 1"),
         Domain::Count if m.iter().any(|x| *x < 0.0 || x.fract() != 0.0) => return bad("a whole number ≥ 0"),
         Domain::Simplex if m.iter().any(|x| *x < 0.0) || (m.sum() - 1.0).abs() > 1e-9 => return bad("on the simplex (entries ≥ 0 summing to 1)"),

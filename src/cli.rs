@@ -131,13 +131,15 @@ pub fn diagnostic(file: &str, src: &str, e: &SyntaxError) -> String {
     // ariadne counts characters
     let cs = src[..start].chars().count();
     let ce = cs + src[start..end].chars().count().max(1);
+    // a place at the very end gets a blank to point at
+    let shown = if start >= src.len() { format!("{src} ") } else { src.to_string() };
     let mut buf = Vec::new();
     let report = Report::build(ReportKind::Error, (file, cs..ce))
         .with_config(Config::default().with_color(false))
         .with_message(format!("{file}:{line}:{col}: {}", e.message))
-        .with_label(Label::new((file, cs..ce)).with_message(&e.message))
+        .with_label(Label::new((file, cs..ce)).with_message("here"))
         .finish();
-    if report.write((file, Source::from(src)), &mut buf).is_err() {
+    if report.write((file, Source::from(shown)), &mut buf).is_err() {
         return format!("error: {file}:{line}:{col}: {}", e.message);
     }
     String::from_utf8_lossy(&buf).trim_end().to_string()

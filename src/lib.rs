@@ -16,3 +16,17 @@ pub mod print;
 pub mod report;
 pub mod rules;
 pub mod syntax;
+
+/// The built-in rules.
+pub fn default_rules() -> Vec<rules::Rule> {
+    rules::rule_set(&[], true).expect("the built-in rules load")
+}
+
+/// A model from text, with the built-in family catalog; errors are diagnostics with
+/// line:column and a caret.
+pub fn model_from_text(src: &str) -> Result<model::Model, String> {
+    let families: Vec<(String, String)> = rules::DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
+    let stmts = syntax::parse_model(src).map_err(|e| cli::diagnostic("<model>", src, &e))?;
+    let catalog = cli::catalog(&families)?;
+    model::build_model(&stmts, &catalog).map_err(|e| cli::diagnostic("<model>", src, &e))
+}

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 pub enum Domain {
     Real,
     Positive,
+    /// the interval [0, 1] (probabilities, soft targets)
+    Unit,
     Simplex,
     OneHot,
     Binary,
@@ -25,6 +27,7 @@ impl Domain {
         Some(match s {
             "R" | "real" | "ℝ" => Domain::Real,
             "positive" | "R+" => Domain::Positive,
+            "unit" => Domain::Unit,
             "simplex" => Domain::Simplex,
             "onehot" => Domain::OneHot,
             "binary" => Domain::Binary,
@@ -36,6 +39,7 @@ impl Domain {
         match self {
             Domain::Real => "R",
             Domain::Positive => "positive",
+            Domain::Unit => "unit",
             Domain::Simplex => "simplex",
             Domain::OneHot => "onehot",
             Domain::Binary => "binary",
@@ -359,7 +363,7 @@ fn build(scope: &Scope, e: &Expr) -> Result<(RecExpr<Node>, Shape), SyntaxError>
 
 fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxError> {
     let domain = Domain::parse(&t.domain).ok_or_else(|| {
-        err(t.span, format!("unknown type `{}`: use R, positive, simplex, onehot, binary or count", t.domain))
+        err(t.span, format!("unknown type `{}`: use R, positive, unit, simplex, onehot, binary or count", t.domain))
     })?;
     let dim = |(d, sp): &(String, Span)| -> Result<Dim, SyntaxError> {
         if d == "1" {
@@ -391,16 +395,13 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         m.families.push(fam);
     }
     let mut lets: BTreeMap<String, (RecExpr<Node>, Shape)> = BTreeMap::new();
-    let mut spans: BTreeMap<String, Span> = BTreeMap::new();
-    let mut declared = |name: &str, span: Span, m: &Model, lets: &BTreeMap<String, _>| -> Result<(), SyntaxError> {
+    let declared = |name: &str, span: Span, m: &Model, lets: &BTreeMap<String, _>| -> Result<(), SyntaxError> {
         if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
-            let prev = spans.get(name).map(|s| format!(" (first declared at byte {})", s.start)).unwrap_or_default();
-            return Err(err(span, format!("`{name}` is already declared{prev}")));
+            return Err(err(span, format!("`{name}` is already declared")));
         }
         if syntax::FUNCTIONS.contains(&name) || name == "p" {
             return Err(err(span, format!("`{name}` is a reserved name")));
         }
-        spans.insert(name.to_string(), span);
         Ok(())
     };
     for st in stmts {

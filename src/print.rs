@@ -188,8 +188,10 @@ impl<'m> Printer<'m> {
                 if sa || sb {
                     // scalar first: c v
                     let (c, v) = if !sa && sb { (*b, *a) } else { (*a, *b) };
-                    let sep = if self.tex() { " " } else { " " };
-                    let left = if matches!(t[c], Node::Num(_)) { p(c, POSTFIX) } else { p(c, PRODUCT) };
+                    // ASCII output is model syntax: products are explicit
+                    let sep = if self.style == Style::Ascii { " * " } else { " " };
+                    // a compound scalar factor gets brackets: (1ᵀt) p
+                    let left = p(c, POSTFIX);
                     (left.append(txt(sep)).append(p(v, UNARY + 1)), PRODUCT)
                 } else {
                     (p(*a, PRODUCT).append(txt(self.op(" ⊙ ", " .* ", " \\odot "))).append(p(*b, UNARY + 1)), PRODUCT)
@@ -216,8 +218,10 @@ impl<'m> Printer<'m> {
                     None => (base.append(txt("^")).append(p(*b, ATOM)), POSTFIX),
                 }
             }
-            Node::MatMul([a, b]) => (p(*a, PRODUCT).append(txt(if self.tex() { " " } else { " " })).append(p(*b, UNARY + 1)), PRODUCT),
+            Node::MatMul([a, b]) => (p(*a, PRODUCT).append(txt(if self.style == Style::Ascii { " @ " } else { " " })).append(p(*b, UNARY + 1)), PRODUCT),
             Node::Transpose(a) => (p(*a, ATOM).append(txt(self.op("ᵀ", "'", "^{\\top}"))), POSTFIX),
+            Node::Dot([a, b]) if self.style == Style::Ascii => (txt("dot(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
+            Node::Outer([a, b]) if self.style == Style::Ascii => (txt("outer(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
             Node::Dot([a, b]) => (p(*a, ATOM).append(txt(self.op("ᵀ", "'", "^{\\top} "))).append(p(*b, ATOM)), PRODUCT),
             Node::Outer([a, b]) => (p(*a, ATOM).append(txt(" ")).append(p(*b, ATOM)).append(txt(self.op("ᵀ", "'", "^{\\top}"))), PRODUCT),
             Node::Sum(a) => match self.style {
