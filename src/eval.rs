@@ -5,7 +5,7 @@
 
 use crate::lang::Node;
 use crate::model::{Domain, Family, Model};
-use egg::{Id, RecExpr, Symbol};
+use egg::{Id, Language, RecExpr, Symbol};
 use nalgebra::DMatrix;
 use num_dual::{DualNum, HyperDual64};
 use std::collections::HashMap;
@@ -348,9 +348,23 @@ impl<'m> Evaluator<'m> {
         total.ok_or_else(|| "an empty expectation".into())
     }
 
-    /// A derivative the rules left in place, computed with dual numbers.
+    /// A derivative the rules left in place, computed with dual numbers: a Jacobian of a
+    /// term without derivatives, or the Hessian D(D(g, x)ᵀ, x) of a scalar g.
     fn jacobian<S: Scalar>(&self, t: &RecExpr<Node>, f: Id, x: Id, env: &Env<S>) -> Result<Mat<S>, String> {
         let Node::Symbol(xs) = &t[x] else { return Err("a derivative must be with respect to a variable".into()) };
+        if let Node::Transpose(c) = &t[f] {
+            if let Node::Jac([g, x2]) = &t[*c] {
+                if t[*x2] == t[x] && !has_jac(t, *g) {
+                    let base: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|y| y.re()))).collect();
+                    let g = crate::derive::subterm(t, *g);
+                    let (_, _, h) = crate::check::reference(self, &g, *xs, &base, true)?;
+                    return Ok(h.map(S::of));
+                }
+            }
+        }
+        if has_jac(t, f) {
+            return Err("a derivative of a derivative left in place cannot be evaluated".into());
+        }
         let base: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|y| y.re()))).collect();
         let x0 = base.get(xs).ok_or_else(|| format!("no value for `{xs}`"))?.clone();
         let n = x0.len();
@@ -373,6 +387,10 @@ fn softmax<S: Scalar>(x: &Mat<S>) -> Result<Mat<S>, String> {
     column(x, "softmax")?;
     let l = logsumexp(x);
     Ok(x.map(|y| (y - l).exp()))
+}
+
+fn has_jac(t: &RecExpr<Node>, id: Id) -> bool {
+    matches!(t[id], Node::Jac(_)) || t[id].children().iter().any(|&c| has_jac(t, c))
 }
 
 /// Are two subterms the same?

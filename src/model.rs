@@ -399,7 +399,7 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
             return Err(err(span, format!("`{name}` is already declared")));
         }
-        if syntax::FUNCTIONS.contains(&name) || name == "p" {
+        if ALLOWED_IN_MODELS.contains(&name) || name == "p" {
             return Err(err(span, format!("`{name}` is a reserved name")));
         }
         Ok(())

@@ -195,6 +195,9 @@ pub const FUNCTIONS: &[&str] = &[
     "mean", "cov", "second", "eye", "zero", "logp",
 ];
 
+/// Words that end an expression rather than multiply it.
+const STOP_WORDS: &[&str] = &["if", "assume", "wrt", "on"];
+
 const KEYWORDS: &[&str] = &["dim", "param", "data", "derive", "family", "grad", "hess", "wrt", "on"];
 
 impl<'a> Src<'a> {
@@ -213,6 +216,14 @@ impl<'a> Src<'a> {
         let (mut i, mut lhs) = next(i)?;
         loop {
             let j = ws(i, nl);
+            // `X w`: a product written by juxtaposition
+            let implicit = ops.contains(&'*') && (j.starts_with('(') || ident(j).is_ok_and(|(_, w)| !STOP_WORDS.contains(&w)));
+            if implicit {
+                let (rest, rhs) = next(j)?;
+                lhs = Expr { kind: ExprKind::Binary('*', Box::new(lhs), Box::new(rhs)), span: self.span(start, rest) };
+                i = rest;
+                continue;
+            }
             let Some(op) = j.chars().next().filter(|c| ops.contains(c)) else { return Ok((i, lhs)) };
             // `=>` ends an expression in rule files.
             if op == '=' || (op == '-' && j[1..].starts_with('>')) {
@@ -353,8 +364,8 @@ impl<'a> Src<'a> {
             let (r, args) = self.args(r, ')')?;
             return Ok((r, Expr { kind: ExprKind::Call(name.to_string(), args), span: self.span(i, r) }));
         }
-        // `log p(x | θ)`: a known function applied without brackets.
-        if FUNCTIONS.contains(&name) && rest.starts_with([' ', '\t']) {
+        // `log p(x | θ)`: log or exp applied without brackets.
+        if matches!(name, "log" | "exp") && rest.starts_with([' ', '\t']) {
             if let Ok((r, arg)) = self.postfix(ws(rest, false), nl) {
                 return Ok((r, Expr { kind: ExprKind::Call(name.to_string(), vec![arg]), span: self.span(i, r) }));
             }
