@@ -105,6 +105,8 @@ impl Analysis<Node> for Facts {
             }
             // the identity depends on its argument's size only
             Node::Eye(_) => {}
+            // ∂f/∂x depends on what f depends on
+            Node::Jac([f, _]) => free.extend(get(f).free.iter().copied()),
             Node::Expect([q, x, body]) => {
                 free.extend(get(q).free.iter().copied());
                 free.extend(get(body).free.difference(&get(x).free).copied());

@@ -35,35 +35,43 @@ pub struct Comparison {
     pub quantity: String,
     pub max_rel_error: f64,
     pub passed: bool,
+    /// points where it was compared
+    pub points: usize,
     /// an evaluation error, if the formula could not be evaluated
     pub error: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct CheckReport {
+    /// points compared
     pub points: usize,
+    /// points skipped because the loss was not finite there
+    pub undefined: usize,
+    /// why the check did not run, when a variable is too large for it
+    pub skipped: Option<String>,
     /// dimension → (smallest, largest) size used
     pub sizes: BTreeMap<String, (usize, usize)>,
     pub comparisons: Vec<Comparison>,
     pub passed: bool,
 }
 
-/// Relative error of `a` against the reference `b`, in the max norm.
-pub fn rel_error(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
-    if a.shape() != b.shape() {
-        return f64::INFINITY;
+/// Error of `a` against the reference `b` in the max norm, relative to the larger of
+/// the two values and 1 (so rounding noise around an exact zero does not count).
+/// `None` when the reference is not finite: the point is outside the loss's domain.
+pub fn rel_error(a: &Mat<f64>, b: &Mat<f64>) -> Option<f64> {
+    if b.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    if a.shape() != b.shape() || a.iter().any(|x| !x.is_finite()) {
+        return Some(f64::INFINITY);
     }
     let diff = a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    if diff.is_nan() || a.iter().any(|x| !x.is_finite()) != b.iter().any(|x| !x.is_finite()) {
-        return f64::INFINITY;
-    }
-    let scale = b.iter().map(|x| x.abs()).fold(0.0, f64::max);
-    if diff == 0.0 {
-        0.0
-    } else {
-        diff / scale.max(1e-12)
-    }
+    let scale = a.iter().chain(b.iter()).map(|x| x.abs()).fold(1.0, f64::max);
+    Some(diff / scale)
 }
+
+/// Largest number of entries of a differentiated variable the dense check handles.
+pub const MAX_CHECKED_ENTRIES: usize = 400;
 
 fn dim_size(d: Dim, sizes: &BTreeMap<String, usize>) -> usize {
     match d {
@@ -158,15 +166,17 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
     let mut comps: Vec<Comparison> = d
         .results
         .iter()
-        .map(|r| Comparison { quantity: label(model, &r.loss, r.wrt.as_deref(), r.order), max_rel_error: 0.0, passed: true, error: None })
+        .map(|r| Comparison { quantity: label(model, &r.loss, r.wrt.as_deref(), r.order), max_rel_error: 0.0, passed: true, points: 0, error: None })
         .chain(d.definitions.iter().filter(|x| x.explicit.is_some()).map(|x| Comparison {
             quantity: def_label(x),
             max_rel_error: 0.0,
             passed: true,
+            points: 0,
             error: None,
         }))
         .collect();
     let mut sizes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let (mut used, mut undefined, mut skipped_large) = (0usize, 0usize, None::<String>);
     let fail = |c: &mut Comparison, e: String| {
         if c.error.is_none() {
             c.error = Some(e);
@@ -181,10 +191,34 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
             e.0 = e.0.min(v);
             e.1 = e.1.max(v);
         }
+        if let Some((name, n)) = model.vars.values().filter(|v| v.role == Role::Param).map(|v| (v.name.clone(), env[&Symbol::from(v.name.as_str())].len())).find(|(_, n)| *n > MAX_CHECKED_ENTRIES) {
+            skipped_large = Some(format!("`{name}` has {n} entries; the dense check handles up to {MAX_CHECKED_ENTRIES} (use a named dimension)"));
+            break;
+        }
+        // Points where the loss itself is not finite are outside its domain: skip them.
+        if model.losses.iter().any(|(_, l)| ev.eval(l, &env).map_or(true, |v| v.iter().any(|x| !x.is_finite()))) {
+            undefined += 1;
+            continue;
+        }
+        used += 1;
+        let record = |c: &mut Comparison, got: Result<Mat<f64>, String>, want: Result<Mat<f64>, String>| match (got, want) {
+            (Ok(a), Ok(b)) => {
+                // a zero derivative prints as the scalar 0
+                let a = if a.shape() == (1, 1) && b.shape() != (1, 1) && a[(0, 0)] == 0.0 { Mat::zeros(b.nrows(), b.ncols()) } else { a };
+                if let Some(e) = rel_error(&a, &b) {
+                    c.points += 1;
+                    if !(e <= opts.tolerance) {
+                        c.passed = false;
+                    }
+                    c.max_rel_error = c.max_rel_error.max(e);
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => fail(c, e),
+        };
         for (i, r) in d.results.iter().enumerate() {
             let loss = model.loss(&r.loss).unwrap();
             let wrt = r.wrt.as_deref().map(Symbol::from).or_else(|| model.vars.values().find(|v| v.role == Role::Param).map(|v| Symbol::from(v.name.as_str())));
-            let reference = match wrt {
+            let want = match wrt {
                 Some(w) => reference(&ev, loss, w, &env, r.order == 2).map(|(v, g, h)| match r.order {
                     0 => Mat::from_element(1, 1, v),
                     1 => g,
@@ -192,40 +226,48 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
                 }),
                 None => ev.eval(loss, &env),
             };
-            let got = ev.eval(&r.term, &env);
-            let c = &mut comps[i];
-            match (got, reference) {
-                (Ok(a), Ok(b)) => {
-                    // a zero derivative prints as the scalar 0
-                    let a = if a.shape() == (1, 1) && b.shape() != (1, 1) && a[(0, 0)] == 0.0 { Mat::zeros(b.nrows(), b.ncols()) } else { a };
-                    let e = rel_error(&a, &b);
-                    if !(e <= opts.tolerance) {
-                        c.passed = false;
-                    }
-                    c.max_rel_error = c.max_rel_error.max(e);
-                    if e.is_nan() {
-                        c.max_rel_error = f64::INFINITY;
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => fail(c, e),
-            }
+            record(&mut comps[i], ev.eval(&r.term, &env), want);
         }
         for (j, def) in d.definitions.iter().filter(|x| x.explicit.is_some()).enumerate() {
-            let c = &mut comps[d.results.len() + j];
-            match (ev.eval(def.explicit.as_ref().unwrap(), &env), definition_reference(&ev, def, &env)) {
-                (Ok(a), Ok(b)) => {
-                    let e = rel_error(&a, &b);
-                    if !(e <= opts.tolerance) {
-                        c.passed = false;
-                    }
-                    c.max_rel_error = c.max_rel_error.max(e);
-                }
-                (Err(e), _) | (_, Err(e)) => fail(c, e),
-            }
+            record(&mut comps[d.results.len() + j], ev.eval(def.explicit.as_ref().unwrap(), &env), definition_reference(&ev, def, &env));
+        }
+    }
+    for c in comps.iter_mut() {
+        if c.points == 0 && c.error.is_none() && skipped_large.is_none() {
+            c.passed = false;
+            c.error = Some("not compared at any point: the loss or the reference was not finite at every sampled point".into());
         }
     }
     let passed = comps.iter().all(|c| c.passed);
-    CheckReport { points: opts.points, sizes, comparisons: comps, passed }
+    CheckReport { points: used, undefined, skipped: skipped_large, sizes, comparisons: comps, passed }
+}
+
+/// Checks that every family's A is its log-partition: on a finite support the
+/// probabilities must sum to 1 at random natural parameters.
+pub fn validate_families(model: &Model) -> Result<(), String> {
+    let ev = Evaluator::new(model);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for f in &model.families {
+        let n = match f.param_shape {
+            Shape::Mat(Dim::One, _) => 1,
+            Shape::Mat(Dim::Named(s), _) => s.as_str().parse().unwrap_or(3),
+            Shape::Family => continue,
+        };
+        for _ in 0..3 {
+            let eta = Mat::from_fn(n, 1, |_, _| rng.random_range(-2.0..2.0));
+            if let Some(total) = ev.total_probability(f, &eta).map_err(|e| format!("family {}: {e}", f.name))? {
+                if !((total - 1.0).abs() <= 1e-9) {
+                    return Err(format!(
+                        "family {}: A is not the log-partition of T on its support: the probabilities sum to {total} at {} = {:?}",
+                        f.name,
+                        f.param,
+                        eta.as_slice()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads `--at` values: `theta=[0.5,0.5]; q=[1,0]` (JSON numbers and arrays; a matrix is

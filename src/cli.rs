@@ -158,6 +158,7 @@ pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<(Mode
     let stmts = parse_model(&src).map_err(|e| diagnostic(&file, &src, &e))?;
     let cat = catalog(families)?;
     let model = build_model(&stmts, &cat).map_err(|e| diagnostic(&file, &src, &e))?;
+    crate::check::validate_families(&model).map_err(|e| format!("error: {file}: {e}"))?;
     Ok((model, file, src))
 }
 

@@ -88,6 +88,8 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             Node::Mean(_) | Node::LogPart(_) if self.explicit_only => bad = 1,
             Node::Cov(_) | Node::Second(_) if self.explicit_only => bad = 1,
             Node::Cov(_) | Node::Second(_) => family = 1,
+            // E[T] reads better than an equal A (Poisson: A = e^η = E[x])
+            Node::LogPart(_) => size = 2,
             Node::Exp(_) | Node::Log(_) | Node::Softmax(_) | Node::Sigmoid(_) | Node::LogSumExp(_) => family = 1,
             _ => {}
         }

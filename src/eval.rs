@@ -162,6 +162,54 @@ impl<'m> Evaluator<'m> {
         Ok(self.eval(&f.logpart, &env)?[(0, 0)])
     }
 
+    /// The values of x when the support is finite and its size follows from η:
+    /// one-hot vectors as long as η, or 0 and 1.
+    pub fn support(&self, f: &Family, n: usize) -> Option<Vec<Mat<f64>>> {
+        match f.support {
+            Domain::OneHot if f.var_shape == f.param_shape => {
+                Some((0..n).map(|i| Mat::from_fn(n, 1, |r, _| (r == i) as u8 as f64)).collect())
+            }
+            Domain::Binary if f.var_shape == crate::lang::SCALAR => Some(vec![Mat::from_element(1, 1, 0.0), Mat::from_element(1, 1, 1.0)]),
+            _ => None,
+        }
+    }
+
+    /// E[T] and E[T Tᵀ] by summing over a finite support, in the caller's numbers.
+    pub fn support_moments<S: Scalar>(&self, f: &Family, eta: &Mat<S>) -> Result<Option<(Mat<S>, Mat<S>)>, String> {
+        let Some(xs) = self.support(f, eta.nrows()) else { return Ok(None) };
+        let a = self.logpart(f, eta.clone())?;
+        let n = eta.nrows();
+        let mut mean = Mat::from_element(n, 1, S::of(0.0));
+        let mut second = Mat::from_element(n, n, S::of(0.0));
+        for x in xs {
+            let mut e = Env::new();
+            e.insert(Symbol::from(f.var.as_str()), x.map(S::of));
+            let stat = self.eval(&f.stat, &e)?;
+            let logh = self.eval(&f.logh, &e)?[(0, 0)];
+            let dot = stat.iter().zip(eta.iter()).fold(S::of(0.0), |acc, (s, t)| acc + *s * *t);
+            let w = (dot + logh - a).exp();
+            mean = zip(&mean, &stat.map(|s| s * w), |p, q| p + q)?;
+            let tt = matmul(&stat, &stat.transpose())?;
+            second = zip(&second, &tt.map(|s| s * w), |p, q| p + q)?;
+        }
+        Ok(Some((mean, second)))
+    }
+
+    /// Σₓ h(x) exp(ηᵀT(x) − A(η)) over a finite support: 1 when A is the log-partition.
+    pub fn total_probability(&self, f: &Family, eta: &Mat<f64>) -> Result<Option<f64>, String> {
+        let Some(xs) = self.support(f, eta.nrows()) else { return Ok(None) };
+        let a = self.logpart(f, eta.clone())?;
+        let mut total = 0.0;
+        for x in xs {
+            let mut e = Env::new();
+            e.insert(Symbol::from(f.var.as_str()), x);
+            let stat = self.eval(&f.stat, &e)?;
+            let logh = self.eval(&f.logh, &e)?[(0, 0)];
+            total += (stat.dot(eta) + logh - a).exp();
+        }
+        Ok(Some(total))
+    }
+
     /// E[T] and Cov[T] at η: the gradient and Hessian of A by hyper-dual numbers.
     pub fn moments(&self, f: &Family, eta: &Mat<f64>) -> Result<(Mat<f64>, Mat<f64>), String> {
         let n = eta.nrows();
@@ -206,7 +254,8 @@ impl<'m> Evaluator<'m> {
                 }
                 let p = p[(0, 0)];
                 let pr = p.re();
-                if pr.fract() == 0.0 && pr.abs() < 1e6 && p == S::of(pr) {
+                // a literal whole exponent: exact powers (also of negative bases)
+                if matches!(&t[*b], Node::Num(r) if r.is_integer() && r.numer().abs() < 1_000_000) {
                     x.map(|v| v.powi(pr as i32))
                 } else {
                     x.map(|v| (v.ln() * p).exp())
@@ -270,16 +319,34 @@ impl<'m> Evaluator<'m> {
                 scalar(self.logpart(fam, ev(*theta)?)?)
             }
             Node::Mean([f, theta]) | Node::Cov([f, theta]) | Node::Second([f, theta]) => {
-                // Moments are computed from the real part: they are not differentiated again.
                 let fam = self.family(t, *f)?;
-                let eta = ev(*theta)?.map(|x| x.re());
-                let (m, c) = self.moments(fam, &eta)?;
-                let out = match &t[id] {
-                    Node::Mean(_) => m,
-                    Node::Cov(_) => c,
-                    _ => &c + &m * m.transpose(),
+                let eta = ev(*theta)?;
+                let which = match &t[id] {
+                    Node::Mean(_) => 0,
+                    Node::Cov(_) => 1,
+                    _ => 2,
                 };
-                out.map(S::of)
+                match self.support_moments(fam, &eta)? {
+                    // a finite support: expectations as sums, differentiable in η
+                    Some((m, second)) => match which {
+                        0 => m,
+                        2 => second,
+                        _ => {
+                            let mm = matmul(&m, &m.transpose())?;
+                            zip(&second, &mm, |a, b| a - b)?
+                        }
+                    },
+                    // otherwise the derivatives of A, at the real part only
+                    None => {
+                        let (m, c) = self.moments(fam, &eta.map(|x| x.re()))?;
+                        let out = match which {
+                            0 => m,
+                            1 => c,
+                            _ => &c + &m * m.transpose(),
+                        };
+                        out.map(S::of)
+                    }
+                }
             }
         })
     }
@@ -352,8 +419,13 @@ impl<'m> Evaluator<'m> {
     /// term without derivatives, or the Hessian D(D(g, x)ᵀ, x) of a scalar g.
     fn jacobian<S: Scalar>(&self, t: &RecExpr<Node>, f: Id, x: Id, env: &Env<S>) -> Result<Mat<S>, String> {
         let Node::Symbol(xs) = &t[x] else { return Err("a derivative must be with respect to a variable".into()) };
-        if let Node::Transpose(c) = &t[f] {
-            if let Node::Jac([g, x2]) = &t[*c] {
+        let inner = match &t[f] {
+            Node::Transpose(c) => Some(*c),
+            Node::Jac(_) => Some(f),
+            _ => None,
+        };
+        if let Some(c) = inner {
+            if let Node::Jac([g, x2]) = &t[c] {
                 if t[*x2] == t[x] && !has_jac(t, *g) {
                     let base: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|y| y.re()))).collect();
                     let g = crate::derive::subterm(t, *g);

@@ -28,5 +28,7 @@ pub fn model_from_text(src: &str) -> Result<model::Model, String> {
     let families: Vec<(String, String)> = rules::DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
     let stmts = syntax::parse_model(src).map_err(|e| cli::diagnostic("<model>", src, &e))?;
     let catalog = cli::catalog(&families)?;
-    model::build_model(&stmts, &catalog).map_err(|e| cli::diagnostic("<model>", src, &e))
+    let model = model::build_model(&stmts, &catalog).map_err(|e| cli::diagnostic("<model>", src, &e))?;
+    check::validate_families(&model)?;
+    Ok(model)
 }

@@ -312,6 +312,8 @@ impl Outcome<'_> {
             out["check"] = json!({
                 "passed": c.passed,
                 "points": c.points,
+                "points_undefined": c.undefined,
+                "skipped": c.skipped,
                 "max_rel_error": if max.is_finite() { json!(max) } else { Value::Null },
                 "sizes": c.sizes.iter().map(|(k, (a, b))| (k.clone(), json!([a, b]))).collect::<serde_json::Map<_, _>>(),
                 "comparisons": c.comparisons.iter().map(|x| json!({
@@ -360,6 +362,10 @@ pub fn check_line(_m: &Model, c: &CheckReport, style: Style) -> String {
     } else {
         "✗ FAILED"
     };
+    if let Some(why) = &c.skipped {
+        return format!("check: not run: {why}");
+    }
     let sizes = if sizes.is_empty() { String::new() } else { format!(", {}", sizes.join(", ")) };
-    format!("check: {} random points{sizes}: max relative error {} {mark}", c.points, errs.join(", "))
+    let undefined = if c.undefined > 0 { format!(" ({} more points skipped: the loss is not finite there)", c.undefined) } else { String::new() };
+    format!("check: {} random points{sizes}{undefined}: max relative error {} {mark}", c.points, errs.join(", "))
 }

@@ -26,6 +26,9 @@ pub const DEFAULT_FAMILIES: &[(&str, &str)] = &[("rules/families.ef", include_st
 pub enum Cond {
     /// the first does not depend on the second (a variable)
     Indep(Var, Var),
+    /// the term (a pattern over the match) is in the e-graph and depends on the variable,
+    /// as far as known now: it only prunes expansions of constants (d-const handles them)
+    Depends(PatternAst<Node>, Var),
     Scalar(Var),
     /// known not to be 1×1
     NotScalar(Var),
@@ -41,7 +44,7 @@ pub enum Cond {
     ParamOf(Var, Symbol),
 }
 
-const CONDITIONS: &str = "indep(a, x), scalar(a), nonscalar(a), column(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
+const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -159,6 +162,12 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
             want(2)?;
             Cond::Indep(v(0)?, v(1)?)
         }
+        "depends" => {
+            want(2)?;
+            let mut p = PatternAst::default();
+            to_pattern(&args[0], &mut p)?;
+            Cond::Depends(p, var_of(&args[1])?)
+        }
         "same-shape" | "same_shape" => {
             want(2)?;
             Cond::SameShape(v(0)?, v(1)?)
@@ -242,6 +251,7 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
 fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
         Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
+        Cond::Depends(p, x) => pattern_vars(p).into_iter().chain([*x]).collect(),
         Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
     }
 }
@@ -295,7 +305,7 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
             Cond::NotScalar(a) => !env[a].is_scalar(),
             Cond::Column(a) => env[a].is_column(),
             Cond::SameShape(a, b) => env[a] == env[b],
-            Cond::ParamOf(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
+            Cond::ParamOf(..) | Cond::Depends(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
         });
         if !holds {
             continue;
@@ -414,6 +424,21 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
     let data = |v: &Var| &egraph[subst[*v]].data;
     match c {
         Cond::Indep(a, x) => data(a).free.is_disjoint(&data(x).free),
+        Cond::Depends(p, x) => {
+            // find the term's class without adding it
+            let mut ids: Vec<Id> = vec![];
+            for n in p.iter() {
+                let id = match n {
+                    ENodeOrVar::Var(v) => Some(subst[*v]),
+                    ENodeOrVar::ENode(node) => egraph.lookup(node.clone().map_children(|c| ids[usize::from(c)])),
+                };
+                match id {
+                    Some(id) => ids.push(id),
+                    None => return false,
+                }
+            }
+            !egraph[*ids.last().unwrap()].data.free.is_disjoint(&data(x).free)
+        }
         Cond::Scalar(a) => data(a).shape.is_some_and(|s| s.is_scalar()),
         Cond::NotScalar(a) => data(a).shape.is_some_and(|s| !s.is_scalar()),
         Cond::Column(a) => data(a).shape.is_some_and(|s| s.is_column()),
@@ -465,7 +490,8 @@ fn replace_word(text: &str, word: &str, by: &str) -> String {
     while let Some(i) = rest.find(word) {
         let before = rest[..i].chars().next_back();
         let after = rest[i + word.len()..].chars().next();
-        let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+        // letters and digits continue a name; superscripts such as ᵀ do not
+        let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_') || ('\u{1D2C}'..='\u{1D6A}').contains(&c));
         out.push_str(&rest[..i]);
         out.push_str(if boundary(before) && boundary(after) { by } else { word });
         rest = &rest[i + word.len()..];

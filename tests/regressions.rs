@@ -1,0 +1,68 @@
+//! Inputs found by trying the tool as a user and attacking it, each pinned to the
+//! right value or behaviour.
+mod common;
+use common::*;
+
+fn value(model: &str, order: usize, point: &str) -> Vec<f64> {
+    entries(&derive_text(model).at(order, point))
+}
+
+#[test]
+fn variable_exponents_keep_their_derivative_at_whole_numbers() {
+    let m = "param t : R; data b : positive; J = b^t";
+    assert_close(&value(m, 1, "t=2; b=2"), &[4.0 * 2f64.ln()], "d/dt 2^t at 2");
+    assert_close(&value(m, 2, "t=2; b=2"), &[4.0 * 2f64.ln().powi(2)], "d²/dt² 2^t at 2");
+}
+
+#[test]
+fn zero_derivatives_do_not_fail_on_rounding_noise() {
+    for m in ["param t : R; J = t / t", "param t : R; J = sigmoid(t) + sigmoid(-t)", "param x : R; J = log(exp(x))"] {
+        let d = derive_text(m);
+        assert!(d.d.saturated, "{m}: {}", d.d.stop);
+        assert!(d.check().passed, "{m}: {:?}", d.check().comparisons);
+    }
+}
+
+#[test]
+fn points_outside_the_domain_are_skipped_not_failed() {
+    let d = derive_text("param t : R; J = log(t) * t");
+    let r = d.check();
+    assert!(r.passed, "{:?}", r.comparisons);
+    assert!(r.undefined > 0 && r.points > 0, "{} used, {} skipped", r.points, r.undefined);
+    // a loss undefined everywhere is not a pass
+    let d = derive_text("param t : R; J = log(-(t ^ 2) - 1)");
+    assert!(!d.check().passed);
+}
+
+#[test]
+fn a_zero_vector_keeps_its_length() {
+    assert_close(&value("dim k; param t : R^k; J = sum(exp(0 * t)) + sum(t)", 0, "t=[1,2,3]"), &[9.0], "1ᵀexp(0 t) + 1ᵀt");
+}
+
+#[test]
+fn a_family_whose_a_is_not_its_log_partition_is_rejected() {
+    let e = evolved::model_from_text("param t : R; data y : binary; family coin(s : R) on b : binary, T = b, A = log(1 + exp(2 * s)); y ~ coin(t); J = -log p(y | t)")
+        .map(|_| ())
+        .unwrap_err();
+    assert!(e.contains("not the log-partition"), "{e}");
+}
+
+#[test]
+fn the_assumption_names_the_distribution_used() {
+    let d = derive_text("dim k; param t : R^k; data w : simplex^k; x ~ categorical(t); J = E_w[-log p(x | t)]");
+    assert_eq!(d.d.assumptions, vec!["1ᵀw = 1".to_string()]);
+}
+
+#[test]
+fn logistic_regression_without_a_family() {
+    let d = derive_text(include_str!("../examples/logistic_regression.ef"));
+    let g = evolved::print::print(&d.model, &d.d.results[1].term, evolved::print::Style::Unicode);
+    assert_eq!(g, "Xᵀ σ(X w) − Xᵀ y");
+    // at a point: Xᵀ(σ(Xw) − y) with X = [[1, 2], [3, 4], [5, 6]], w = [0.1, -0.2], y = [1, 0, 1]
+    let pt = "w=[0.1,-0.2]; X=[[1,2],[3,4],[5,6]]; y=[1,0,1]";
+    let s = |z: f64| 1.0 / (1.0 + (-z).exp());
+    let z = [0.1 - 0.4, 0.3 - 0.8, 0.5 - 1.2];
+    let r = [s(z[0]) - 1.0, s(z[1]), s(z[2]) - 1.0];
+    let want = [r[0] + 3.0 * r[1] + 5.0 * r[2], 2.0 * r[0] + 4.0 * r[1] + 6.0 * r[2]];
+    assert_close(&value(include_str!("../examples/logistic_regression.ef"), 1, pt), &want, "gradient");
+}
