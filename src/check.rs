@@ -279,6 +279,9 @@ pub fn parse_point(model: &Model, text: &str) -> Result<Env<f64>, String> {
         let (name, value) = part.split_once('=').ok_or_else(|| format!("`{part}`: expected NAME=VALUE"))?;
         let name = name.trim();
         let v = model.vars.get(name).ok_or_else(|| format!("`{name}` is not a parameter or data of the model"))?;
+        if env.contains_key(&Symbol::from(name)) {
+            return Err(format!("`{name}` is given twice"));
+        }
         let json: serde_json::Value = serde_json::from_str(value.trim()).map_err(|e| format!("value of `{name}`: {e}"))?;
         let num = |x: &serde_json::Value| x.as_f64().ok_or_else(|| format!("value of `{name}`: {x} is not a number"));
         let m: Mat<f64> = match &json {
@@ -306,7 +309,11 @@ pub fn parse_point(model: &Model, text: &str) -> Result<Env<f64>, String> {
                     let fixed = s.as_str().parse::<usize>().ok();
                     let prev = fixed.or_else(|| sizes.get(s.as_str()).copied());
                     if let Some(p) = prev.filter(|p| *p != n) {
-                        return Err(format!("`{name}` gives {s} = {n}, but {s} = {p} already"));
+                        return Err(if fixed.is_some() {
+                            format!("`{name}` must have {p} entries along this axis, not {n}")
+                        } else {
+                            format!("`{name}` gives {s} = {n}, but {s} = {p} already")
+                        });
                     }
                     sizes.insert(s.to_string(), n);
                 }

@@ -62,8 +62,8 @@ pub struct DeriveArgs {
     #[arg(long)]
     pub no_check: bool,
     /// Random points in the numeric check
-    #[arg(long, default_value_t = 20)]
-    pub points: usize,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub points: u64,
     /// Seed of the numeric check
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -101,7 +101,18 @@ pub fn load_sources(a: &RulesArgs) -> Result<RuleSources, String> {
             }
         }
     }
-    let rules = rule_set(&extra_rules, !a.only_rules).map_err(|e| e.to_string())?;
+    let rules = rule_set(&extra_rules, !a.only_rules).map_err(|e| {
+        // show the place in the file, with the line and a caret
+        let src = crate::rules::DEFAULT_RULES
+            .iter()
+            .find(|(f, _)| *f == e.file)
+            .map(|(_, s)| s.to_string())
+            .or_else(|| extra_rules.iter().find(|(f, _)| *f == e.file).map(|(_, s)| s.clone()));
+        match src {
+            Some(src) => diagnostic(&e.file, &src, &SyntaxError { span: crate::syntax::Span { start: e.offset, end: e.offset + 1 }, message: e.message.clone() }),
+            None => e.to_string(),
+        }
+    })?;
     Ok(RuleSources { rules, families })
 }
 
@@ -149,7 +160,11 @@ pub fn diagnostic(file: &str, src: &str, e: &SyntaxError) -> String {
 pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<(Model, String, String), String> {
     let (file, src) = match (&a.file, &a.expr) {
         (_, Some(e)) => ("<expr>".to_string(), e.clone()),
-        (Some(f), None) => (f.display().to_string(), std::fs::read_to_string(f).map_err(|e| format!("error: {}: {e}", f.display()))?),
+        (Some(f), None) => {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("error: {}: {e}", f.display()))?;
+            // a byte-order mark is not part of the model
+            (f.display().to_string(), text.trim_start_matches('\u{feff}').to_string())
+        }
         (None, None) => return Err("error: give a model file or -e 'MODEL'".into()),
     };
     if src.trim().is_empty() {
@@ -184,7 +199,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 }
             }
             Err(e) => {
-                let _ = writeln!(err, "error: {e}");
+                let _ = writeln!(err, "{e}");
                 2
             }
         },
@@ -197,7 +212,7 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
     let sources = match load_sources(&a.rules) {
         Ok(s) => s,
         Err(e) => {
-            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(err, "{e}");
             return 2;
         }
     };
@@ -227,8 +242,12 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
     };
     let style = if a.ascii { Style::Ascii } else { Style::Unicode };
     let report = (!a.no_check || check_only).then(|| {
-        let opts = CheckOptions { points: a.points.max(1), seed: a.seed, ..Default::default() };
-        check(&model, &derivation, &opts, &|d| definition_line(&model, d, &derivation.definitions, style))
+        let opts = CheckOptions { points: a.points as usize, seed: a.seed, ..Default::default() };
+        // a definition is named in the check line by its left side: p, A(θ)
+        check(&model, &derivation, &opts, &|d| {
+            let line = definition_line(&model, d, &derivation.definitions, style);
+            line.split(" = ").next().unwrap_or(&line).to_string()
+        })
     });
     let outcome = Outcome { model: &model, derivation: &derivation, check: report.as_ref(), at: at.as_ref(), rules: &sources.rules };
     let text = if a.json {
@@ -236,14 +255,20 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
     } else if a.latex {
         outcome.latex()
     } else if check_only {
-        crate::report::check_line(&model, report.as_ref().unwrap(), style) + "\n"
+        outcome.notes(style) + &crate::report::check_line(&model, report.as_ref().unwrap(), style) + "\n"
     } else {
         outcome.text(style, a.show_rules)
     };
     let _ = out.write_all(text.as_bytes());
     match &report {
         Some(r) if !r.passed => {
-            let _ = writeln!(err, "error: the numeric check failed: a derived formula disagrees with the loss's derivatives");
+            let failed: Vec<&crate::check::Comparison> = r.comparisons.iter().filter(|c| !c.passed).collect();
+            if failed.iter().all(|c| c.error.is_some()) {
+                let _ = writeln!(err, "error: the numeric check could not evaluate {}: {}", failed[0].quantity, failed[0].error.as_deref().unwrap_or(""));
+            } else {
+                let bad: Vec<&str> = failed.iter().filter(|c| c.error.is_none()).map(|c| c.quantity.as_str()).collect();
+                let _ = writeln!(err, "error: the numeric check failed: {} disagree(s) with the loss's derivatives", bad.join(", "));
+            }
             1
         }
         _ => 0,

@@ -20,7 +20,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-        Limits { iterations: env("EVOLVED_ITERS", 40), nodes: env("EVOLVED_NODES", 50_000), seconds: 5.0 }
+        Limits { iterations: env("EVOLVED_ITERS", 100), nodes: env("EVOLVED_NODES", 50_000), seconds: 5.0 }
     }
 }
 

@@ -254,11 +254,13 @@ impl<'s, 'm> Builder<'s, 'm> {
                     '/' => Node::Div([a, b]),
                     '^' => Node::Pow([a, b]),
                     '@' => Node::MatMul([a, b]),
+                    '⊙' => Node::Mul([a, b]),
                     _ => {
-                        // `*` is a matrix product when the left side is a matrix that fits.
+                        // `*` is a matrix product when the left side is a matrix that fits
+                        // (`⊙` or `.*` is the elementwise product).
                         let (sa, sb) = (self.shape(a), self.shape(b));
                         match (sa, sb) {
-                            (Shape::Mat(_, c), Shape::Mat(r, _)) if c != Dim::One && c == r && sa != sb => Node::MatMul([a, b]),
+                            (Shape::Mat(_, c), Shape::Mat(r, _)) if c != Dim::One && c == r => Node::MatMul([a, b]),
                             _ => Node::Mul([a, b]),
                         }
                     }
@@ -366,7 +368,9 @@ fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxEr
         err(t.span, format!("unknown type `{}`: use R, positive, unit, simplex, onehot, binary or count", t.domain))
     })?;
     let dim = |(d, sp): &(String, Span)| -> Result<Dim, SyntaxError> {
-        if d == "1" {
+        if d.chars().all(|c| c.is_ascii_digit()) && !matches!(d.parse::<usize>(), Ok(1..=1_000_000)) {
+            Err(err(*sp, format!("a size must be a whole number from 1 to 1000000, not {d}")))
+        } else if d == "1" {
             Ok(Dim::One)
         } else if d.chars().all(|c| c.is_ascii_digit()) || dims.contains(d) {
             Ok(Dim::Named(Symbol::from(d.as_str())))
@@ -399,7 +403,7 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
             return Err(err(span, format!("`{name}` is already declared")));
         }
-        if ALLOWED_IN_MODELS.contains(&name) || name == "p" {
+        if ALLOWED_IN_MODELS.contains(&name) {
             return Err(err(span, format!("`{name}` is a reserved name")));
         }
         Ok(())
@@ -448,6 +452,13 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                         if v.shape != vshape {
                             return Err(err(st.span, format!("`{var}` is {} but {fname} draws {}", v.shape, vshape)));
                         }
+                        let support = m.families[fi].support;
+                        if v.domain != support {
+                            return Err(err(st.span, format!("`{var}` is declared {} but {fname} draws {} values", v.domain.name(), support.name())));
+                        }
+                        if v.family.is_some() {
+                            return Err(err(st.span, format!("`{var}` is already drawn from a family")));
+                        }
                         v.family = Some((fi, param, pshape));
                     }
                     None => {
@@ -468,7 +479,10 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                 m.losses.push((n.clone(), t));
             }
             StmtKind::Derive(items) => {
+                // `derive grad J, hess J wrt theta`: a trailing wrt covers the items before it
+                let shared = items.last().and_then(|i| i.wrt.clone());
                 for it in items {
+                    let it = &syntax::DeriveItem { wrt: it.wrt.clone().or_else(|| shared.clone()), ..it.clone() };
                     let Some((_, shape)) = lets.get(&it.name) else {
                         return Err(err(it.span, format!("`{}` is not defined: write `{} = …` first", it.name, it.name)));
                     };
@@ -505,7 +519,14 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         }
     }
     if m.requests.is_empty() {
-        return Err(err(Span::default(), "nothing to derive: add `derive grad J, hess J` for a scalar J that depends on a parameter"));
+        let why = if !m.vars.values().any(|v| v.role == Role::Param) {
+            "no parameter is declared (`param NAME : TYPE`)"
+        } else if m.losses.is_empty() {
+            "no loss is defined (`J = …`)"
+        } else {
+            "the last definition is not a scalar"
+        };
+        return Err(err(Span::default(), format!("nothing to derive: {why}; add `derive grad J, hess J` for a scalar J")));
     }
     Ok(m)
 }
@@ -518,6 +539,11 @@ fn bind_dims(declared: Shape, actual: Shape) -> Option<Vec<(Dim, Dim)>> {
         match x {
             Dim::One if y != Dim::One => return None,
             Dim::One => {}
+            Dim::Named(s) if s.as_str().parse::<usize>().is_ok() => {
+                if y != x {
+                    return None;
+                }
+            }
             _ => match bind.iter().find(|(k, _)| *k == x) {
                 Some((_, v)) if *v != y => return None,
                 Some(_) => {}
@@ -550,6 +576,11 @@ fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, Synt
     let mut logpart = None;
     let mut logh = None;
     let mut mean_name = None;
+    for (i, (key, kspan, _)) in f.clauses.iter().enumerate() {
+        if f.clauses[..i].iter().any(|(k, _, _)| k == key) {
+            return Err(err(*kspan, format!("the clause `{key}` is given twice")));
+        }
+    }
     for (key, kspan, e) in &f.clauses {
         let local = |name: &str, shape: Shape| Scope { model: &empty, lets: &lets, locals: vec![(name.to_string(), shape)], dims: &dims };
         match key.as_str() {
@@ -564,6 +595,9 @@ fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, Synt
                 let (t, s) = build(&local(&f.param, param_shape), e)?;
                 if !s.is_scalar() {
                     return Err(err(e.span, format!("A({}) must be a scalar, got {s}", f.param)));
+                }
+                if !t.iter().any(|n| *n == Node::Symbol(Symbol::from(f.param.as_str()))) {
+                    return Err(err(e.span, format!("A({}) must depend on {}", f.param, f.param)));
                 }
                 logpart = Some(t);
             }

@@ -83,13 +83,20 @@ pub struct Printer<'m> {
     pub style: Style,
     /// subterms printed as a name (family means: p)
     pub names: Vec<(RecExpr<Node>, String)>,
+    /// columns before a long formula breaks (0: never)
+    pub width: usize,
 }
 
 type Doc = RcDoc<'static, ()>;
 
 impl<'m> Printer<'m> {
     pub fn new(model: &'m Model, style: Style) -> Self {
-        Printer { model, style, names: vec![] }
+        Printer { model, style, names: vec![], width: 100 }
+    }
+
+    /// The same printer, never breaking lines.
+    pub fn one_line(self) -> Self {
+        Printer { width: 0, ..self }
     }
 
     fn uni(&self) -> bool {
@@ -105,7 +112,7 @@ impl<'m> Printer<'m> {
         let shapes = term_shapes(t, &|s| self.model.symbol_shape(s)).ok();
         let (d, _) = self.doc(t, Id::from(t.as_ref().len() - 1), shapes.as_deref());
         let mut out = String::new();
-        d.render_fmt(if self.tex() { 10_000 } else { 100 }, &mut out).unwrap();
+        d.render_fmt(if self.tex() || self.width == 0 { usize::MAX / 2 } else { self.width }, &mut out).unwrap();
         out
     }
 
@@ -144,10 +151,13 @@ impl<'m> Printer<'m> {
         shapes.is_some_and(|s| s[usize::from(id)].is_scalar())
     }
 
-    fn family_var(&self, t: &RecExpr<Node>, f: Id) -> String {
-        match &t[f] {
-            Node::Symbol(s) => self.model.family(*s).map(|f| f.var.clone()).unwrap_or_else(|| "x".into()),
-            _ => "x".into(),
+    /// E[v] when a model variable v is drawn from this family with this parameter,
+    /// E[T(v)] when T is not v itself, else E[T].
+    fn family_var(&self, t: &RecExpr<Node>, f: Id, arg: Id) -> String {
+        match drawn_from(self.model, t, f, arg) {
+            Some((v, true)) => name(&v, self.style),
+            Some((v, false)) => format!("T({})", name(&v, self.style)),
+            None => "T".into(),
         }
     }
 
@@ -186,12 +196,14 @@ impl<'m> Printer<'m> {
             Node::Mul([a, b]) => {
                 let (sa, sb) = (Self::is_scalar(sh, *a), Self::is_scalar(sh, *b));
                 if sa || sb {
-                    // scalar first: c v
-                    let (c, v) = if !sa && sb { (*b, *a) } else { (*a, *b) };
+                    // scalar first, a number before anything else: c v, 2 t
+                    let num = |x: Id| matches!(t[x], Node::Num(_));
+                    let (c, v) = if (!sa && sb) || (sa && sb && num(*b) && !num(*a)) { (*b, *a) } else { (*a, *b) };
                     // ASCII output is model syntax: products are explicit
                     let sep = if self.style == Style::Ascii { " * " } else { " " };
-                    // a compound scalar factor gets brackets: (1ᵀt) p
-                    let left = p(c, POSTFIX);
+                    // a compound scalar factor gets brackets, (1ᵀt) p, except a product of scalars
+                    let scalar_product = matches!(t[c], Node::Mul(_)) && Self::is_scalar(sh, c) && Self::is_scalar(sh, v);
+                    let left = p(c, if scalar_product { PRODUCT } else { POSTFIX });
                     (left.append(txt(sep)).append(p(v, UNARY + 1)), PRODUCT)
                 } else {
                     (p(*a, PRODUCT).append(txt(self.op(" ⊙ ", " .* ", " \\odot "))).append(p(*b, UNARY + 1)), PRODUCT)
@@ -260,8 +272,8 @@ impl<'m> Printer<'m> {
                 let (l, r) = if self.tex() { ("A\\left(", "\\right)") } else { ("A(", ")") };
                 (txt(l).append(d(*th).0).append(txt(r)), ATOM)
             }
-            Node::Mean([f, _]) | Node::Cov([f, _]) | Node::Second([f, _]) => {
-                let x = name(&self.family_var(t, *f), self.style);
+            Node::Mean([f, arg]) | Node::Cov([f, arg]) | Node::Second([f, arg]) => {
+                let x = self.family_var(t, *f, *arg);
                 let inner = match &t[id] {
                     Node::Mean(_) => format!("E[{x}]"),
                     Node::Cov(_) => format!("Cov[{x}]"),
@@ -272,6 +284,16 @@ impl<'m> Printer<'m> {
             }
         }
     }
+}
+
+/// The model variable drawn from family `f` with parameter `arg` (a subterm of `t`), and
+/// whether the family's statistic is the variable itself.
+pub fn drawn_from(model: &Model, t: &RecExpr<Node>, f: Id, arg: Id) -> Option<(String, bool)> {
+    let Node::Symbol(fs) = &t[f] else { return None };
+    let fi = model.family_index(*fs)?;
+    let arg = crate::derive::subterm(t, arg);
+    let v = model.vars.values().find(|v| v.family.as_ref().is_some_and(|(i, p, _)| *i == fi && *p == arg))?;
+    Some((v.name.clone(), model.families[fi].is_indicator()))
 }
 
 /// Helper for tests and callers: print a term with no names.

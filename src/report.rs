@@ -34,11 +34,20 @@ pub fn names(model: &Model, defs: &[Definition], style: Style) -> Vec<(RecExpr<N
         };
         fam.and_then(|f| f.mean_name.clone()).unwrap_or_else(|| "mu".into())
     };
-    let mut out = vec![];
+    // a name must not be a variable's (in either spelling) or another mean's
+    let taken = |n: &str, out: &[(RecExpr<Node>, String)]| {
+        model.vars.keys().any(|v| v == n || name(v, style) == name(n, style)) || out.iter().any(|(_, o)| *o == name(n, style))
+    };
+    let mut out: Vec<(RecExpr<Node>, String)> = vec![];
     for (i, d) in means.iter().enumerate() {
         let b = base(d);
         let clash = means.iter().filter(|e| base(e) == b).count() > 1;
-        let raw = if clash { format!("{b}{}", i + 1) } else { b };
+        let mut raw = if clash { format!("{b}{}", i + 1) } else { b.clone() };
+        let mut k = 1;
+        while taken(&raw, &out) {
+            k += 1;
+            raw = format!("{b}_{k}");
+        }
         out.push((d.term.clone(), name(&raw, style)));
     }
     out
@@ -76,13 +85,20 @@ pub fn lhs(model: &Model, r: &Derived, style: Style) -> String {
 
 /// `p = E[x] = softmax(θ)` or `A(θ) = log 1ᵀexp(θ)`.
 pub fn definition_line(model: &Model, d: &Definition, all: &[Definition], style: Style) -> String {
-    let named = Printer { model, style, names: names(model, all, style) };
+    let named = Printer { names: names(model, all, style), ..Printer::new(model, style) };
     let plain = Printer::new(model, style);
     let mut parts = vec![];
+    let orphan_mean = match d.term.as_ref().last() {
+        Some(Node::Mean([f, arg])) => crate::print::drawn_from(model, &d.term, *f, *arg).is_none(),
+        _ => false,
+    };
     if matches!(d.term.as_ref().last(), Some(Node::Mean(_))) {
         parts.push(named.print(&d.term));
     }
-    parts.push(plain.print(&d.term));
+    // E[x] when x is the model's variable; a mean of no variable is named below instead
+    if !orphan_mean {
+        parts.push(plain.print(&d.term));
+    }
     match &d.explicit {
         Some(e) => parts.push(plain.print(e)),
         None => parts.push(match style {
@@ -91,7 +107,22 @@ pub fn definition_line(model: &Model, d: &Definition, all: &[Definition], style:
         }),
     }
     parts.dedup();
-    parts.join(" = ")
+    let mut line = parts.join(" = ");
+    // a mean that is no variable's: say whose mean it is
+    if let Some(Node::Mean([f, arg])) = d.term.as_ref().last() {
+        if crate::print::drawn_from(model, &d.term, *f, *arg).is_none() {
+            let fam = match &d.term[*f] {
+                Node::Symbol(s) => s.to_string(),
+                _ => String::new(),
+            };
+            let arg = plain.print(&crate::derive::subterm(&d.term, *arg));
+            line.push_str(&match style {
+                Style::Latex => format!(",\\ \\text{{the mean of {fam}(}}{arg}\\text{{)}}"),
+                _ => format!(", the mean of {fam}({arg})"),
+            });
+        }
+    }
+    line
 }
 
 fn property(_model: &Model, r: &Derived, style: Style) -> Option<String> {
@@ -175,14 +206,14 @@ impl Outcome<'_> {
     pub fn text(&self, style: Style, show_rules: bool) -> String {
         let m = self.model;
         let d = self.derivation;
-        let printer = Printer { model: m, style, names: names(m, &d.definitions, style) };
+        let printer = Printer { names: names(m, &d.definitions, style), ..Printer::new(m, style) };
         let lines: Vec<(String, String, Option<String>)> = d
             .results
             .iter()
             .map(|r| {
                 let mut note = property(m, r, style);
                 if !r.complete {
-                    note = Some("not fully derived: the rules left a derivative in place (evaluated numerically)".into());
+                    note = Some("(not fully derived)".into());
                 }
                 (lhs(m, r, style), printer.print(&r.term), note)
             })
@@ -205,17 +236,12 @@ impl Outcome<'_> {
         }
         if !d.definitions.is_empty() {
             let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, style)).collect();
-            out.push_str(&format!("where {}\n", defs.join(",  ")));
+            out.push_str(&format!("where {}\n", defs.join(";  ")));
         }
         if !d.assumptions.is_empty() {
             out.push_str(&format!("assuming {}\n", d.assumptions.iter().map(|a| assumption(a, style)).collect::<Vec<_>>().join(", ")));
         }
-        if !d.saturated {
-            out.push_str(&format!("note: the rewriting {} ({} e-nodes, {} iterations); results are the best found so far\n", d.stop, d.nodes, d.iterations));
-        }
-        if !d.conflicts.is_empty() {
-            out.push_str(&format!("warning: {} shape conflict(s) while rewriting: a rule is wrong ({})\n", d.conflicts.len(), d.conflicts[0]));
-        }
+        out.push_str(&self.notes(style));
         if let Some(c) = self.check {
             out.push_str(&check_line(m, c, style));
             out.push('\n');
@@ -230,11 +256,27 @@ impl Outcome<'_> {
         out
     }
 
+    /// Notes on limits hit, results not fully derived and rule problems.
+    pub fn notes(&self, _style: Style) -> String {
+        let d = self.derivation;
+        let mut out = String::new();
+        if !d.saturated {
+            out.push_str(&format!("note: the rewriting {} ({} e-nodes, {} iterations); results are the best found so far\n", d.stop, d.nodes, d.iterations));
+        }
+        for r in d.results.iter().filter(|r| !r.complete) {
+            out.push_str(&format!("note: {} is not fully derived: the rules left a derivative in place\n", label(self.model, &r.loss, r.wrt.as_deref(), r.order)));
+        }
+        if !d.conflicts.is_empty() {
+            out.push_str(&format!("warning: {} shape conflict(s) while rewriting: a rule is wrong ({})\n", d.conflicts.len(), d.conflicts[0]));
+        }
+        out
+    }
+
     /// A LaTeX `align*` block.
     pub fn latex(&self) -> String {
         let m = self.model;
         let d = self.derivation;
-        let printer = Printer { model: m, style: Style::Latex, names: names(m, &d.definitions, Style::Latex) };
+        let printer = Printer { names: names(m, &d.definitions, Style::Latex), ..Printer::new(m, Style::Latex) };
         let mut rows: Vec<String> = d
             .results
             .iter()
@@ -243,12 +285,15 @@ impl Outcome<'_> {
                 if let Some(p) = property(m, r, Style::Latex) {
                     row.push_str(&format!(" \\quad {p}"));
                 }
+                if !r.complete {
+                    row.push_str(" \\quad \\text{(not fully derived)}");
+                }
                 row
             })
             .collect();
         if !d.definitions.is_empty() {
             let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, Style::Latex)).collect();
-            rows.push(format!("&\\text{{where }} {}", defs.join(",\\quad ")));
+            rows.push(format!("&\\text{{where }} {}", defs.join(";\\quad ")));
         }
         if !d.assumptions.is_empty() {
             rows.push(format!("&\\text{{assuming }} {}", d.assumptions.iter().map(|a| assumption(a, Style::Latex)).collect::<Vec<_>>().join(",\\ ")));
@@ -260,8 +305,8 @@ impl Outcome<'_> {
     pub fn json(&self) -> Value {
         let m = self.model;
         let d = self.derivation;
-        let text = Printer { model: m, style: Style::Unicode, names: names(m, &d.definitions, Style::Unicode) };
-        let tex = Printer { model: m, style: Style::Latex, names: names(m, &d.definitions, Style::Latex) };
+        let text = Printer { names: names(m, &d.definitions, Style::Unicode), ..Printer::new(m, Style::Unicode) }.one_line();
+        let tex = Printer { names: names(m, &d.definitions, Style::Latex), ..Printer::new(m, Style::Latex) };
         let results: Vec<Value> = d
             .results
             .iter()

@@ -68,6 +68,8 @@ pub struct RuleError {
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// byte offset in the file
+    pub offset: usize,
 }
 
 impl fmt::Display for RuleError {
@@ -198,7 +200,7 @@ fn pattern_vars(p: &PatternAst<Node>) -> BTreeSet<Var> {
 pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
     let at = |span: Span, message: String| {
         let (line, column) = line_col(src, span.start);
-        RuleError { file: file.to_string(), line, column, message }
+        RuleError { file: file.to_string(), line, column, message, offset: span.start }
     };
     let decls: Vec<RuleDecl> = parse_rules(src).map_err(|e| at(e.span, e.message))?;
     let mut out = vec![];
@@ -290,6 +292,11 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
         }
     }
     let vars: Vec<Var> = pattern_vars(&rule.lhs).into_iter().filter(|v| !family_vars.contains(v)).collect();
+    // every assignment of the shapes below is tried; with many variables, fewer shapes
+    if vars.len() > 10 {
+        return Err(format!("rule `{}`: more than 10 pattern variables", rule.name));
+    }
+    let candidates: &[Shape] = if vars.len() > 5 { &candidates[..4] } else { &candidates };
     let syms = |_s: Symbol| Some(Shape::Family);
     let mut env: HashMap<Var, Shape> = family_vars.iter().map(|v| (*v, Shape::Family)).collect();
     let mut any_ok = false;
@@ -313,7 +320,7 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
         let Ok(l) = pattern_shape(&rule.lhs, &env, &syms) else { continue };
         any_ok = true;
         let describe = || {
-            vars.iter().map(|v| format!("{} {}", &v.to_string()[1..], env[v])).collect::<Vec<_>>().join(", ")
+            vars.iter().map(|v| format!("{} is {}", &v.to_string()[1..], env[v])).collect::<Vec<_>>().join(", ")
         };
         // 0 is the zero of every shape
         let rhs_zero = matches!(rule.rhs.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into());
@@ -520,7 +527,8 @@ pub fn rule_set(extra: &[(String, String)], defaults: bool) -> Result<Vec<Rule>,
         for r in load_rules(file, src)? {
             if let Some(prev) = seen.get(&r.name) {
                 let line = r.origin.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(1);
-                return Err(RuleError { file: file.clone(), line, column: 1, message: format!("duplicate rule name `{}` (also at {prev})", r.name) });
+                let offset = src.split_inclusive('\n').take(line - 1).map(str::len).sum();
+                return Err(RuleError { file: file.clone(), line, column: 1, message: format!("duplicate rule name `{}` (also at {prev})", r.name), offset });
             }
             seen.insert(r.name.clone(), r.origin.clone());
             all.push(r);

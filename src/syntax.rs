@@ -138,7 +138,12 @@ fn miss<'a, T>(at: &'a str, msg: impl Into<String>) -> Res<'a, T> {
 /// Parsing state: the whole source, for offsets.
 struct Src<'a> {
     all: &'a str,
+    /// bracket nesting, bounded so deep input is an error, not a stack overflow
+    depth: std::cell::Cell<usize>,
 }
+
+/// Deepest bracket nesting accepted.
+const MAX_DEPTH: usize = 256;
 
 impl<'a> Src<'a> {
     fn off(&self, rest: &str) -> usize {
@@ -224,12 +229,18 @@ impl<'a> Src<'a> {
                 i = rest;
                 continue;
             }
-            let Some(op) = j.chars().next().filter(|c| ops.contains(c)) else { return Ok((i, lhs)) };
+            // `.*` is the elementwise product, `−` the minus sign
+            let (op, len) = match j.chars().next() {
+                Some('.') if j.starts_with(".*") && ops.contains(&'*') => ('⊙', 2),
+                Some('−') if ops.contains(&'-') => ('-', '−'.len_utf8()),
+                Some(c) if ops.contains(&c) => (c, c.len_utf8()),
+                _ => return Ok((i, lhs)),
+            };
             // `=>` ends an expression in rule files.
-            if op == '=' || (op == '-' && j[1..].starts_with('>')) {
+            if op == '-' && j[len..].starts_with('>') {
                 return Ok((i, lhs));
             }
-            let after = ws(&j[op.len_utf8()..], true);
+            let after = ws(&j[len..], true);
             let (rest, rhs) = match next(after) {
                 Ok(r) => r,
                 Err(nom::Err::Error(_)) => return fail(after, format!("expected an expression after `{op}`")),
@@ -245,13 +256,19 @@ impl<'a> Src<'a> {
     }
 
     fn multiplicative(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
-        self.binary_chain(i, nl, &['*', '/', '@', '·'], &|i| self.unary(i, nl))
+        self.binary_chain(i, nl, &['*', '/', '@', '⊙'], &|i| self.unary(i, nl))
     }
 
     fn unary(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
         let j = ws(i, nl);
         if let Some(rest) = j.strip_prefix('-').or_else(|| j.strip_prefix('−')) {
-            let (rest, e) = match self.unary(ws(rest, nl), nl) {
+            if self.depth.get() >= MAX_DEPTH {
+                return fail(j, format!("more than {MAX_DEPTH} signs in a row"));
+            }
+            self.depth.set(self.depth.get() + 1);
+            let r = self.unary(ws(rest, nl), nl);
+            self.depth.set(self.depth.get() - 1);
+            let (rest, e) = match r {
                 Ok(r) => r,
                 Err(nom::Err::Error(_)) => return fail(rest, "expected an expression after `-`"),
                 Err(e) => return Err(e),
@@ -313,6 +330,16 @@ impl<'a> Src<'a> {
 
     fn primary(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
         let i = ws(i, nl);
+        if self.depth.get() >= MAX_DEPTH {
+            return fail(i, format!("brackets nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth.set(self.depth.get() + 1);
+        let r = self.primary_inner(i, nl);
+        self.depth.set(self.depth.get() - 1);
+        r
+    }
+
+    fn primary_inner(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
         if let Ok((rest, n)) = number(i) {
             return Ok((rest, Expr { kind: ExprKind::Num(n.to_string()), span: self.span(i, rest) }));
         }
@@ -666,7 +693,7 @@ impl<'a> Src<'a> {
 
 /// Parses a model (file contents or a one-liner).
 pub fn parse_model(src: &str) -> Result<Vec<Stmt>, SyntaxError> {
-    let s = Src { all: src };
+    let s = Src { all: src, depth: std::cell::Cell::new(0) };
     s.many(&|i| s.statement(i))
 }
 
@@ -680,7 +707,7 @@ impl RuleDecl {
 /// Parses a rules file. A `phase tidy` line puts the rules after it in the phase that
 /// tidies extracted results; `phase derive` switches back.
 pub fn parse_rules(src: &str) -> Result<Vec<RuleDecl>, SyntaxError> {
-    let s = Src { all: src };
+    let s = Src { all: src, depth: std::cell::Cell::new(0) };
     let items = s.many(&|i| s.rule_item(i))?;
     let mut phase = "derive".to_string();
     let mut out = vec![];
@@ -696,7 +723,7 @@ pub fn parse_rules(src: &str) -> Result<Vec<RuleDecl>, SyntaxError> {
 
 /// Parses one expression (used by `--at` values and tests).
 pub fn parse_expr(src: &str) -> Result<Expr, SyntaxError> {
-    let s = Src { all: src };
+    let s = Src { all: src, depth: std::cell::Cell::new(0) };
     match s.expr(src, true) {
         Ok((r, e)) if ws(r, true).is_empty() => Ok(e),
         Ok((r, _)) => Err(s.error(ws(r, true), "unexpected input after the expression".into())),
