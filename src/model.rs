@@ -403,6 +403,13 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
             return Err(err(span, format!("`{name}` is already declared")));
         }
+        if name.chars().all(|c| c == '_') {
+            return Err(err(span, format!("`{name}` is not a name: use a letter")));
+        }
+        let shown = crate::print::name(name, crate::print::Style::Unicode);
+        if let Some(other) = m.vars.keys().chain(lets.keys()).find(|o| crate::print::name(o, crate::print::Style::Unicode) == shown) {
+            return Err(err(span, format!("`{name}` and `{other}` would print the same ({shown})")));
+        }
         if ALLOWED_IN_MODELS.contains(&name) {
             return Err(err(span, format!("`{name}` is a reserved name")));
         }

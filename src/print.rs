@@ -126,6 +126,15 @@ impl<'m> Printer<'m> {
         }
     }
 
+    /// Brackets as `paren`, and also around anything that starts with a minus sign, so
+    /// that two signs never touch: a − (−x), −(−x).
+    fn signed(&self, (d, p): (Doc, u8), min: u8) -> Doc {
+        let mut probe = String::new();
+        d.render_fmt(usize::MAX / 2, &mut probe).unwrap();
+        let min = if probe.starts_with(['−', '-']) { ATOM } else { min };
+        self.paren((d, p), min)
+    }
+
     fn call(&self, f: &str, arg: Doc) -> (Doc, u8) {
         let head = match (self.style, f) {
             (Style::Latex, "log") => "\\log".to_string(),
@@ -190,9 +199,9 @@ impl<'m> Printer<'m> {
                 }
             }
             Node::Symbol(s) => (txt(&name(s.as_str(), self.style)), ATOM),
-            Node::Add([a, b]) => (p(*a, SUM).append(sp.clone()).append(txt("+ ")).append(p(*b, PRODUCT)).group(), SUM),
-            Node::Sub([a, b]) => (p(*a, SUM).append(sp.clone()).append(txt(self.op("− ", "- ", "- "))).append(p(*b, PRODUCT)).group(), SUM),
-            Node::Neg(a) => (txt(self.op("−", "-", "-")).append(p(*a, PRODUCT)), UNARY),
+            Node::Add([a, b]) => (p(*a, SUM).append(sp.clone()).append(txt("+ ")).append(self.signed(d(*b), PRODUCT)).group(), SUM),
+            Node::Sub([a, b]) => (p(*a, SUM).append(sp.clone()).append(txt(self.op("− ", "- ", "- "))).append(self.signed(d(*b), PRODUCT)).group(), SUM),
+            Node::Neg(a) => (txt(self.op("−", "-", "-")).append(self.signed(d(*a), PRODUCT)), UNARY),
             Node::Mul([a, b]) => {
                 let (sa, sb) = (Self::is_scalar(sh, *a), Self::is_scalar(sh, *b));
                 if sa || sb {

@@ -34,6 +34,8 @@ pub enum Cond {
     NotScalar(Var),
     /// a column vector (a scalar counts)
     Column(Var),
+    /// a row vector (a scalar counts)
+    Row(Var),
     SameShape(Var, Var),
     Const(Var),
     /// the class is a variable with this domain
@@ -44,7 +46,7 @@ pub enum Cond {
     ParamOf(Var, Symbol),
 }
 
-const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
+const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -181,6 +183,7 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
                 "scalar" => Cond::Scalar(a),
                 "nonscalar" => Cond::NotScalar(a),
                 "column" => Cond::Column(a),
+                "row" => Cond::Row(a),
                 "const" => Cond::Const(a),
                 "onehot" => Cond::Domain(a, Domain::OneHot),
                 "binary" => Cond::Domain(a, Domain::Binary),
@@ -254,7 +257,7 @@ fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
         Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
         Cond::Depends(p, x) => pattern_vars(p).into_iter().chain([*x]).collect(),
-        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
+        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
     }
 }
 
@@ -311,6 +314,7 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
             Cond::Scalar(a) => env[a].is_scalar(),
             Cond::NotScalar(a) => !env[a].is_scalar(),
             Cond::Column(a) => env[a].is_column(),
+            Cond::Row(a) => matches!(env[a], Shape::Mat(Dim::One, _)),
             Cond::SameShape(a, b) => env[a] == env[b],
             Cond::ParamOf(..) | Cond::Depends(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
         });
@@ -449,6 +453,7 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
         Cond::Scalar(a) => data(a).shape.is_some_and(|s| s.is_scalar()),
         Cond::NotScalar(a) => data(a).shape.is_some_and(|s| !s.is_scalar()),
         Cond::Column(a) => data(a).shape.is_some_and(|s| s.is_column()),
+        Cond::Row(a) => data(a).shape.is_some_and(|s| matches!(s, Shape::Mat(Dim::One, _))),
         Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
         Cond::Const(a) => data(a).constant.is_some(),
         Cond::Domain(a, d) => has_symbol(egraph, subst[*a], &|s| egraph.analysis.vars.get(&s).is_some_and(|(_, dom)| dom == d)),
