@@ -23,7 +23,7 @@ pub struct Data {
 }
 
 /// The analysis: model facts in, assumptions and shape conflicts out.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Facts {
     pub vars: HashMap<Symbol, (Shape, Domain)>,
     /// family name → (parameter shape, is T(x) = x with one-hot or binary x)

@@ -61,6 +61,8 @@ pub struct Rule {
     pub origin: String,
     /// false for rules that only tidy extracted results (`phase tidy`)
     pub derive: bool,
+    /// the egg rewrite, compiled on first use and shared by clones
+    pub compiled: std::sync::OnceLock<Rewrite<Node, crate::analysis::Facts>>,
 }
 
 /// A rules problem, with where it is.
@@ -240,6 +242,7 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
                 assume: d.assume.clone(),
                 origin: origin.clone(),
                 derive: d.phase == "derive",
+                compiled: Default::default(),
             };
             check_shapes(&rule).map_err(|m| at(d.span, m))?;
             out.push(rule);
@@ -364,6 +367,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             assume: None,
             origin: origin.clone(),
             derive: true,
+            compiled: Default::default(),
         });
         out.push(Rule {
             name: format!("A-{}-rev", f.name),
@@ -374,6 +378,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             assume: None,
             origin: origin.clone(),
             derive: true,
+            compiled: Default::default(),
         });
         // logp(F, x, t) => dot(t, T[x]) + logh[x] - A(F, t)
         let mut lp = PatternAst::default();
@@ -399,6 +404,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             assume: None,
             origin,
             derive: true,
+            compiled: Default::default(),
         });
     }
     out
@@ -513,8 +519,12 @@ fn replace_word(text: &str, word: &str, by: &str) -> String {
 
 impl Rule {
     pub fn rewrite(&self) -> Result<Rewrite<Node, crate::analysis::Facts>, String> {
+        if let Some(r) = self.compiled.get() {
+            return Ok(r.clone());
+        }
         let applier = CondApplier { rhs: Pattern::new(self.rhs.clone()), conds: self.conds.clone(), assume: self.assume.clone() };
-        Rewrite::new(self.name.as_str(), Pattern::new(self.lhs.clone()), applier)
+        let r = Rewrite::new(self.name.as_str(), Pattern::new(self.lhs.clone()), applier)?;
+        Ok(self.compiled.get_or_init(|| r).clone())
     }
 }
 
