@@ -135,7 +135,10 @@ struct Phase {
 }
 
 fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
-    let mut egraph = new_graph(model);
+    run_graph(new_graph(model), rewrites, terms, limits)
+}
+
+fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
     let roots: Vec<Id> = terms.iter().map(|t| egraph.add_expr(t)).collect();
     let runner = Runner::default()
         .with_egraph(egraph)
@@ -225,7 +228,26 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         hterms.push(t);
         wanted.push((loss.clone(), Some(wrt.clone()), 2));
     }
-    let second_stage = run_phase(model, &derive_rules, &hterms, limits);
+    // Each family mean the gradients use, derived from its A, becomes a rule for the
+    // Hessian stage: mean(F, t) => its closed form, so E[T]′ can also be found directly.
+    let mut means: BTreeMap<String, Option<RecExpr<Node>>> = BTreeMap::new();
+    let mut hessian_rules = derive_rules.clone();
+    for t in &derived {
+        for n in t.iter() {
+            let Node::Mean([f, _]) = n else { continue };
+            let Node::Symbol(fs) = &t[*f] else { continue };
+            let Some(fam) = model.family(*fs) else { continue };
+            if means.contains_key(&fam.name) {
+                continue;
+            }
+            let closed = family_mean(model, fam, &derive_rules, &foreign, limits);
+            if let Some(c) = &closed {
+                hessian_rules.push(crate::rules::mean_rule(fam, c).rewrite()?);
+            }
+            means.insert(fam.name.clone(), closed);
+        }
+    }
+    let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
     {
         let g = &second_stage.runner.egraph;
         let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false });
@@ -248,7 +270,6 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
 
     // Family quantities the results use, with closed forms: E[T] derived from each
     // family's own A(η) by the rules, A(η) from its definition.
-    let mut means: BTreeMap<String, Option<RecExpr<Node>>> = BTreeMap::new();
     let mut quantities: Vec<(RecExpr<Node>, Option<RecExpr<Node>>)> = vec![];
     for t in &derived {
         for (i, n) in t.iter().enumerate() {
@@ -336,22 +357,14 @@ fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<
     let eta = Symbol::from(fam.param.as_str());
     let mut facts = Facts::new(model);
     facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
-    let mut egraph = Graph::new(facts);
     let mut t = fam.logpart.clone();
     let root = Id::from(t.as_ref().len() - 1);
     let x = t.add(Node::Symbol(eta));
     let jac = t.add(Node::Jac([root, x]));
     t.add(Node::Transpose(jac));
-    let id = egraph.add_expr(&t);
-    let runner = Runner::default()
-        .with_egraph(egraph)
-        .with_scheduler(SimpleScheduler)
-        .with_iter_limit(limits.iterations)
-        .with_node_limit(limits.nodes)
-        .with_time_limit(Duration::from_secs_f64(limits.seconds))
-        .run(rules);
-    let g = &runner.egraph;
-    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true }).find_best(g.find(id));
+    let phase = run_graph(Graph::new(facts), rules, &[t], limits);
+    let g = &phase.runner.egraph;
+    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
 }
 

@@ -302,7 +302,8 @@ pub fn drawn_from(model: &Model, t: &RecExpr<Node>, f: Id, arg: Id) -> Option<(S
     let fi = model.family_index(*fs)?;
     let arg = crate::derive::subterm(t, arg);
     let v = model.vars.values().find(|v| v.family.as_ref().is_some_and(|(i, p, _)| *i == fi && *p == arg))?;
-    Some((v.name.clone(), model.families[fi].is_indicator()))
+    let fam = &model.families[fi];
+    Some((v.name.clone(), fam.stat.as_ref() == [Node::Symbol(Symbol::from(fam.var.as_str()))]))
 }
 
 /// Helper for tests and callers: print a term with no names.

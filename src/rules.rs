@@ -26,8 +26,9 @@ pub const DEFAULT_FAMILIES: &[(&str, &str)] = &[("rules/families.ef", include_st
 pub enum Cond {
     /// the first does not depend on the second (a variable)
     Indep(Var, Var),
-    /// the term (a pattern over the match) is in the e-graph and depends on the variable,
-    /// as far as known now: it only prunes expansions of constants (d-const handles them)
+    /// the term (a pattern over the match) is in the e-graph, depends on the variable as far
+    /// as known now, and is not itself equal to a derivative: it only prunes expansions of
+    /// constants (d-const handles them) and of classes whose derivative is already known
     Depends(PatternAst<Node>, Var),
     Scalar(Var),
     /// known not to be 1×1
@@ -410,6 +411,27 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
     out
 }
 
+/// `mean(F, ?t) => closed[?t]`: a family's E[T] in closed form, as derived from its A.
+pub fn mean_rule(f: &crate::model::Family, closed: &RecExpr<Node>) -> Rule {
+    let fam = Symbol::from(f.name.as_str());
+    let t: Var = "?t".parse().unwrap();
+    let mut lhs = PatternAst::default();
+    let fid = lhs.add(ENodeOrVar::ENode(Node::Symbol(fam)));
+    let tid = lhs.add(ENodeOrVar::Var(t));
+    lhs.add(ENodeOrVar::ENode(Node::Mean([fid, tid])));
+    Rule {
+        name: format!("E-{}", f.name),
+        description: format!("E[T] of {}, derived from A", f.name),
+        lhs,
+        rhs: instantiate(closed, &f.param, t),
+        conds: vec![Cond::ParamOf(t, fam)],
+        assume: None,
+        origin: format!("family {}", f.name),
+        derive: true,
+        compiled: Default::default(),
+    }
+}
+
 /// A family term with its own variable replaced by a pattern variable.
 fn instantiate(e: &RecExpr<Node>, name: &str, v: Var) -> PatternAst<Node> {
     let s = Symbol::from(name);
@@ -454,7 +476,10 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
                     None => return false,
                 }
             }
-            !egraph[*ids.last().unwrap()].data.free.is_disjoint(&data(x).free)
+            let class = &egraph[*ids.last().unwrap()];
+            // a class that already equals a derivative (exp′ = exp) is not expanded again:
+            // that would differentiate its derivatives without end
+            !class.data.free.is_disjoint(&data(x).free) && !class.nodes.iter().any(|n| matches!(n, Node::Jac(_)))
         }
         Cond::Scalar(a) => data(a).shape.is_some_and(|s| s.is_scalar()),
         Cond::NotScalar(a) => data(a).shape.is_some_and(|s| !s.is_scalar()),
