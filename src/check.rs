@@ -151,7 +151,8 @@ pub fn label(model: &Model, loss: &str, wrt: Option<&str>, order: usize) -> Stri
     let base = match order {
         0 => loss.to_string(),
         1 => format!("grad {loss}"),
-        _ => format!("hess {loss}"),
+        2 => format!("hess {loss}"),
+        _ => format!("hvp {loss}"),
     };
     match wrt {
         Some(w) if many => format!("{base} wrt {w}"),
@@ -219,10 +220,12 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
             let loss = model.loss(&r.loss).unwrap();
             let wrt = r.wrt.as_deref().map(Symbol::from).or_else(|| model.vars.values().find(|v| v.role == Role::Param).map(|v| Symbol::from(v.name.as_str())));
             let want = match wrt {
-                Some(w) => reference(&ev, loss, w, &env, r.order == 2).map(|(v, g, h)| match r.order {
+                Some(w) => reference(&ev, loss, w, &env, r.order >= 2).map(|(v, g, h)| match r.order {
                     0 => Mat::from_element(1, 1, v),
                     1 => g,
-                    _ => h,
+                    2 => h,
+                    // H v, with the direction drawn like any data
+                    _ => &h * &env[&Symbol::from(model.directions[r.wrt.as_deref().unwrap()].as_str())],
                 }),
                 None => ev.eval(loss, &env),
             };

@@ -74,6 +74,8 @@ pub struct EvolvedCost<'a> {
     pub foreign: &'a [Symbol],
     /// forbid family quantities (for closed forms of definitions)
     pub explicit_only: bool,
+    /// avoid building square matrices (for Hessian-vector products: the O(n) form)
+    pub no_dense: bool,
 }
 
 /// (unevaluated, family-level, foreign family, size, text)
@@ -97,6 +99,17 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             let f = enode.children()[0];
             if self.egraph[f].nodes.iter().any(|n| matches!(n, Node::Symbol(s) if self.foreign.contains(s))) {
                 foreign = 1;
+            }
+        }
+        if self.no_dense {
+            let shape = |c: &Id| self.egraph[*c].data.shape;
+            let dense = match enode {
+                Node::Diag(_) | Node::Outer(_) | Node::Eye(_) | Node::Cov(_) | Node::Second(_) => true,
+                Node::MatMul([_, b]) => shape(b).is_some_and(|s| !s.is_column()),
+                _ => false,
+            };
+            if dense {
+                bad = bad.saturating_add(1);
             }
         }
         let mut text = enode.to_string();
@@ -201,7 +214,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     }
     let first = run_phase(model, &derive_rules, &terms, limits);
     let egraph = &first.runner.egraph;
-    let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false });
+    let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false, no_dense: false });
     let mut derived: Vec<RecExpr<Node>> = first.roots.iter().map(|id| extractor.find_best(*id).1).collect();
     let mut covariance: Vec<bool> = vec![false; derived.len()];
 
@@ -210,7 +223,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let hess_reqs: Vec<(String, String)> = model
         .requests
         .iter()
-        .filter(|r| r.order == 2)
+        .filter(|r| r.order >= 2)
         .map(|r| (r.loss.clone(), r.wrt.clone()))
         .fold(vec![], |mut acc, x| {
             if !acc.contains(&x) {
@@ -250,10 +263,23 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
     {
         let g = &second_stage.runner.egraph;
-        let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false });
+        let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false, no_dense: false });
         for id in &second_stage.roots {
             derived.push(ex.find_best(*id).1);
             covariance.push(g[*id].nodes.iter().any(|n| matches!(n, Node::Cov(_))));
+        }
+    }
+    // Hessian-vector products: H v, tidied below into an O(n) form.
+    for (loss, wrt) in &hess_reqs {
+        if let Some(dir) = model.directions.get(wrt) {
+            let hi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 2).unwrap();
+            let mut t = derived[hi].clone();
+            let root = Id::from(t.as_ref().len() - 1);
+            let v = t.add(Node::Symbol(Symbol::from(dir.as_str())));
+            t.add(Node::MatMul([root, v]));
+            derived.push(t);
+            covariance.push(false);
+            wanted.push((loss.clone(), Some(wrt.clone()), 3));
         }
     }
     // Keep the requested order: J, then per variable its gradient and Hessian.
@@ -297,13 +323,15 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
     let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
     let g2 = &second.runner.egraph;
-    let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false });
-    let ex2_explicit = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true });
+    let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
+    let ex2_hvp = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true });
+    let ex2_explicit = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true, no_dense: false });
     let mut tidied = second.roots.iter();
     let mut results = vec![];
     for &i in &order {
         let (loss, wrt, ord) = &wanted[i];
-        let (_, term) = ex2.find_best(*tidied.next().unwrap());
+        let root = *tidied.next().unwrap();
+        let (_, term) = if *ord == 3 { ex2_hvp.find_best(root) } else { ex2.find_best(root) };
         let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
         results.push(Derived { loss: loss.clone(), wrt: wrt.clone(), order: *ord, term, complete, is_covariance: covariance[i] });
     }
@@ -364,7 +392,7 @@ fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<
     t.add(Node::Transpose(jac));
     let phase = run_graph(Graph::new(facts), rules, &[t], limits);
     let g = &phase.runner.egraph;
-    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true }).find_best(phase.roots[0]);
+    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
 }
 

@@ -97,6 +97,7 @@ impl Family {
 pub struct Request {
     pub loss: String,
     pub wrt: String,
+    /// 1 gradient, 2 Hessian, 3 Hessian-vector product
     pub order: usize,
 }
 
@@ -108,6 +109,8 @@ pub struct Model {
     pub families: Vec<Family>,
     pub losses: Vec<(String, RecExpr<Node>)>,
     pub requests: Vec<Request>,
+    /// parameter → the direction vector of its Hessian-vector product (a data variable)
+    pub directions: BTreeMap<String, String>,
 }
 
 impl Model {
@@ -507,6 +510,13 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                         None => params.iter().map(|v| v.name.clone()).collect(),
                     };
                     for w in wrts {
+                        if it.order == 3 && !m.directions.contains_key(&w) {
+                            // the direction: v (or v_θ when v is taken), shaped like the parameter
+                            let name = ["v".to_string(), format!("v_{w}")].into_iter().find(|n| !m.vars.contains_key(n) && !lets.contains_key(n)).unwrap_or_else(|| format!("dir_{w}"));
+                            let shape = m.vars[&w].shape;
+                            m.vars.insert(name.clone(), Var { name: name.clone(), shape, domain: Domain::Real, role: Role::Data, family: None });
+                            m.directions.insert(w.clone(), name);
+                        }
                         m.requests.push(Request { loss: it.name.clone(), wrt: w, order: it.order });
                     }
                 }

@@ -66,6 +66,15 @@ pub fn lhs(model: &Model, r: &Derived, style: Style) -> String {
     let loss = name(&r.loss, style);
     let wrt = r.wrt.as_deref().map(|w| name(w, style)).unwrap_or_default();
     let sub = many_params(model);
+    if r.order == 3 {
+        let v = model.directions.get(r.wrt.as_deref().unwrap_or("")).map(|v| name(v, style)).unwrap_or_default();
+        let h = lhs(model, &Derived { order: 2, ..r.clone() }, style);
+        return match style {
+            Style::Ascii => format!("{h} @ {v}"),
+            Style::Latex => format!("{h}\\, {v}"),
+            Style::Unicode => format!("{h} {v}"),
+        };
+    }
     match (style, r.order) {
         (_, 0) => format!("{loss}({})", params(model, style)),
         (Style::Latex, 1) if sub => format!("\\nabla_{{{wrt}}} {loss}"),

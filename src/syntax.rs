@@ -203,7 +203,7 @@ pub const FUNCTIONS: &[&str] = &[
 /// Words that end an expression rather than multiply it.
 const STOP_WORDS: &[&str] = &["if", "assume", "wrt", "on"];
 
-const KEYWORDS: &[&str] = &["dim", "param", "data", "derive", "family", "grad", "hess", "wrt", "on"];
+const KEYWORDS: &[&str] = &["dim", "param", "data", "derive", "family", "grad", "hess", "hvp", "wrt", "on"];
 
 impl<'a> Src<'a> {
     fn expr(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
@@ -491,7 +491,8 @@ impl<'a> Src<'a> {
                     let (r2, order) = match ident(j) {
                         Ok((r2, "grad")) => (r2, 1),
                         Ok((r2, "hess")) => (r2, 2),
-                        _ => return fail(j, "expected `grad NAME` or `hess NAME`"),
+                        Ok((r2, "hvp")) => (r2, 3),
+                        _ => return fail(j, "expected `grad NAME`, `hess NAME` or `hvp NAME`"),
                     };
                     let (r2, (name, _)) = self.name(r2, "the name of a loss")?;
                     let mut r2 = r2;

@@ -66,3 +66,18 @@ fn logistic_regression_without_a_family() {
     let want = [r[0] + 3.0 * r[1] + 5.0 * r[2], 2.0 * r[0] + 4.0 * r[1] + 6.0 * r[2]];
     assert_close(&value(include_str!("../examples/logistic_regression.ef"), 1, pt), &want, "gradient");
 }
+
+#[test]
+fn hessian_vector_products_come_out_in_linear_time_form() {
+    let d = derive_text("dim k; param theta : R^k; data q : simplex^k; x ~ categorical(theta); J = E_q[-log p(x | theta)]; derive hess J, hvp J");
+    let hvp = d.d.results.iter().find(|r| r.order == 3).unwrap();
+    let names = evolved::report::names(&d.model, &d.d.definitions, evolved::print::Style::Unicode);
+    let text = evolved::print::Printer { names, ..evolved::print::Printer::new(&d.model, evolved::print::Style::Unicode) }.print(&hvp.term);
+    assert_eq!(text, "p ⊙ v − (pᵀv) p");
+    assert!(d.check().passed);
+    // H v at a point equals the dense Hessian times v
+    let pt = "theta=[0.2,-0.1,0.4]; q=[0.2,0.3,0.5]; v=[1,-2,0.5]";
+    let h = d.at(2, pt);
+    let v = evolved::eval::Mat::from_column_slice(3, 1, &[1.0, -2.0, 0.5]);
+    assert_close(&entries(&d.at(3, pt)), &entries(&(&h * v)), "H v");
+}
