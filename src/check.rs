@@ -37,6 +37,8 @@ pub struct Comparison {
     pub passed: bool,
     /// points where it was compared
     pub points: usize,
+    /// the point where the error was largest (`name = value; …`), when it failed
+    pub worst: Option<String>,
     /// an evaluation error, if the formula could not be evaluated
     pub error: Option<String>,
 }
@@ -167,12 +169,21 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
     let mut comps: Vec<Comparison> = d
         .results
         .iter()
-        .map(|r| Comparison { quantity: label(model, &r.loss, r.wrt.as_deref(), r.order), max_rel_error: 0.0, passed: true, points: 0, error: None })
+        .map(|r| Comparison { quantity: label(model, &r.loss, r.wrt.as_deref(), r.order), max_rel_error: 0.0, passed: true, points: 0, worst: None, error: None })
         .chain(d.definitions.iter().filter(|x| x.explicit.is_some()).map(|x| Comparison {
             quantity: def_label(x),
             max_rel_error: 0.0,
             passed: true,
             points: 0,
+            worst: None,
+            error: None,
+        }))
+        .chain(model.claims.iter().map(|c| Comparison {
+            quantity: format!("claim {}", label(model, &c.loss, Some(&c.wrt), c.order)),
+            max_rel_error: 0.0,
+            passed: true,
+            points: 0,
+            worst: None,
             error: None,
         }))
         .collect();
@@ -211,6 +222,9 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
                     if !(e <= opts.tolerance) {
                         c.passed = false;
                     }
+                    if e > c.max_rel_error && !(e <= opts.tolerance) {
+                        c.worst = Some(point_text(model, &env));
+                    }
                     c.max_rel_error = c.max_rel_error.max(e);
                 }
             }
@@ -231,8 +245,14 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
             };
             record(&mut comps[i], ev.eval(&r.term, &env), want);
         }
+        let ndefs = d.definitions.iter().filter(|x| x.explicit.is_some()).count();
         for (j, def) in d.definitions.iter().filter(|x| x.explicit.is_some()).enumerate() {
             record(&mut comps[d.results.len() + j], ev.eval(def.explicit.as_ref().unwrap(), &env), definition_reference(&ev, def, &env));
+        }
+        for (j, c) in model.claims.iter().enumerate() {
+            let loss = model.loss(&c.loss).unwrap();
+            let want = reference(&ev, loss, Symbol::from(c.wrt.as_str()), &env, c.order == 2).map(|(_, g, h)| if c.order == 1 { g } else { h });
+            record(&mut comps[d.results.len() + ndefs + j], ev.eval(&c.term, &env), want);
         }
     }
     for c in comps.iter_mut() {
@@ -271,6 +291,17 @@ pub fn validate_families(model: &Model) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The parameters and data of a point, as `--at` text.
+pub fn point_text(model: &Model, env: &Env<f64>) -> String {
+    let mut parts = vec![];
+    for v in model.vars.values().filter(|v| v.role != Role::Random) {
+        if let Some(m) = env.get(&Symbol::from(v.name.as_str())) {
+            parts.push(format!("{}={}", v.name, crate::report::matrix_text(m)));
+        }
+    }
+    parts.join("; ")
 }
 
 /// Reads `--at` values: `theta=[0.5,0.5]; q=[1,0]` (JSON numbers and arrays; a matrix is

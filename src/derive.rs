@@ -62,6 +62,8 @@ pub struct Derivation {
     pub classes: usize,
     /// shape conflicts seen while rewriting (a rule bug)
     pub conflicts: Vec<String>,
+    /// for each of the model's claims: proved equal to the derived result by the rules
+    pub proved: Vec<bool>,
 }
 
 /// The extraction cost: terms with unevaluated derivatives or expectations lose to any
@@ -212,10 +214,22 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             terms.push(t);
         }
     }
+    // Claims about gradients go into the same e-graph: proved when they share a class.
+    let grad_claims: Vec<usize> = (0..model.claims.len()).filter(|&i| model.claims[i].order == 1).collect();
+    let n_terms = terms.len();
+    for &i in &grad_claims {
+        terms.push(model.claims[i].term.clone());
+    }
     let first = run_phase(model, &derive_rules, &terms, limits);
+    let mut proved = vec![false; model.claims.len()];
+    for (k, &i) in grad_claims.iter().enumerate() {
+        let c = &model.claims[i];
+        let gi = wanted.iter().position(|(l, w, o)| *l == c.loss && w.as_deref() == Some(c.wrt.as_str()) && *o == 1);
+        proved[i] = gi.is_some_and(|gi| first.roots[gi] == first.roots[n_terms + k]);
+    }
     let egraph = &first.runner.egraph;
     let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false, no_dense: false });
-    let mut derived: Vec<RecExpr<Node>> = first.roots.iter().map(|id| extractor.find_best(*id).1).collect();
+    let mut derived: Vec<RecExpr<Node>> = first.roots[..n_terms].iter().map(|id| extractor.find_best(*id).1).collect();
     let mut covariance: Vec<bool> = vec![false; derived.len()];
 
     // Stage 2: Hessians, as the Jacobian of each extracted gradient. Differentiating one
@@ -260,11 +274,21 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             means.insert(fam.name.clone(), closed);
         }
     }
+    let hess_claims: Vec<usize> = (0..model.claims.len()).filter(|&i| model.claims[i].order == 2).collect();
+    let n_hterms = hterms.len();
+    for &i in &hess_claims {
+        hterms.push(model.claims[i].term.clone());
+    }
     let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
+    for (k, &i) in hess_claims.iter().enumerate() {
+        let c = &model.claims[i];
+        let hi = hess_reqs.iter().position(|(l, w)| *l == c.loss && *w == c.wrt);
+        proved[i] = hi.is_some_and(|hi| second_stage.roots[hi] == second_stage.roots[n_hterms + k]);
+    }
     {
         let g = &second_stage.runner.egraph;
         let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false, no_dense: false });
-        for id in &second_stage.roots {
+        for id in &second_stage.roots[..n_hterms] {
             derived.push(ex.find_best(*id).1);
             covariance.push(g[*id].nodes.iter().any(|n| matches!(n, Node::Cov(_))));
         }
@@ -376,6 +400,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         nodes: egraph.total_number_of_nodes() + gh.total_number_of_nodes() + g2.total_number_of_nodes(),
         classes: egraph.number_of_classes() + gh.number_of_classes() + g2.number_of_classes(),
         conflicts: egraph.analysis.conflicts.iter().chain(&gh.analysis.conflicts).chain(&g2.analysis.conflicts).cloned().collect(),
+        proved,
     })
 }
 

@@ -111,6 +111,17 @@ pub struct Model {
     pub requests: Vec<Request>,
     /// parameter → the direction vector of its Hessian-vector product (a data variable)
     pub directions: BTreeMap<String, String>,
+    pub claims: Vec<Claim>,
+}
+
+/// A formula the user believes: proved in the e-graph, or tested numerically.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub loss: String,
+    pub wrt: String,
+    /// 1 gradient, 2 Hessian
+    pub order: usize,
+    pub term: RecExpr<Node>,
 }
 
 impl Model {
@@ -487,6 +498,44 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                 let (t, shape) = build(&scope, e)?;
                 lets.insert(n.clone(), (t.clone(), shape));
                 m.losses.push((n.clone(), t));
+            }
+            StmtKind::Claim(it, e) => {
+                let Some((_, lshape)) = lets.get(&it.name) else {
+                    return Err(err(it.span, format!("`{}` is not defined: write `{} = …` first", it.name, it.name)));
+                };
+                if !lshape.is_scalar() {
+                    return Err(err(it.span, format!("`{}` is not a scalar", it.name)));
+                }
+                let params: Vec<&Var> = m.vars.values().filter(|v| v.role == Role::Param).collect();
+                let wrt = match (&it.wrt, params.as_slice()) {
+                    (Some(w), _) if params.iter().any(|v| &v.name == w) => w.clone(),
+                    (Some(w), _) => return Err(err(it.span, format!("`{w}` is not a parameter"))),
+                    (None, [one]) => one.name.clone(),
+                    (None, _) => return Err(err(it.span, "say which parameter: `claim hess J wrt theta = …`")),
+                };
+                // the names of family means (p) stand for E[T] of the variables drawn from them
+                let mut scope_lets = lets.clone();
+                for v in m.vars.values() {
+                    if let Some((fi, param, pshape)) = &v.family {
+                        if let Some(n) = &m.families[*fi].mean_name {
+                            if !m.vars.contains_key(n) && !scope_lets.contains_key(n) {
+                                let mut t = param.clone();
+                                let root = Id::from(t.as_ref().len() - 1);
+                                let f = t.add(Node::Symbol(Symbol::from(m.families[*fi].name.as_str())));
+                                t.add(Node::Mean([f, root]));
+                                scope_lets.insert(n.clone(), (t, *pshape));
+                            }
+                        }
+                    }
+                }
+                let scope = Scope { model: &m, lets: &scope_lets, locals: vec![], dims: &m.dims };
+                let (term, shape) = build(&scope, e)?;
+                let ps = m.vars[&wrt].shape;
+                let want = if it.order == 1 { ps } else { Shape::Mat(ps.rows().unwrap(), ps.rows().unwrap()) };
+                if shape != want && !shape.is_scalar() {
+                    return Err(err(e.span, format!("the claimed formula is {shape}, but the {} is {want}", if it.order == 1 { "gradient" } else { "Hessian" })));
+                }
+                m.claims.push(Claim { loss: it.name.clone(), wrt, order: it.order, term });
             }
             StmtKind::Derive(items) => {
                 // `derive grad J, hess J wrt theta`: a trailing wrt covers the items before it

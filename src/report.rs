@@ -173,7 +173,8 @@ pub fn number_text(x: f64) -> String {
     }
 }
 
-fn matrix_text(m: &Mat<f64>) -> String {
+/// A value as text: a number, [a, b] or [[a, b], [c, d]], 10 significant digits.
+pub fn matrix_text(m: &Mat<f64>) -> String {
     let num = number_text;
     if m.shape() == (1, 1) {
         return num(m[(0, 0)]);
@@ -243,6 +244,9 @@ impl Outcome<'_> {
             }
             out.push('\n');
         }
+        for c in self.claims(style) {
+            out.push_str(&format!("claim {} = {}: {}\n", c.0, c.1, c.2));
+        }
         if !d.definitions.is_empty() {
             let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, style)).collect();
             out.push_str(&format!("where {}\n", defs.join(";  ")));
@@ -263,6 +267,39 @@ impl Outcome<'_> {
             }
         }
         out
+    }
+
+    /// Each claim: its left side, the formula, and what became of it.
+    pub fn claims(&self, style: Style) -> Vec<(String, String, String)> {
+        let m = self.model;
+        let d = self.derivation;
+        let printer = Printer { names: names(m, &d.definitions, style), ..Printer::new(m, style) }.one_line();
+        m.claims
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let r = Derived { loss: c.loss.clone(), wrt: Some(c.wrt.clone()), order: c.order, term: c.term.clone(), complete: true, is_covariance: false };
+                let quantity = format!("claim {}", label(m, &c.loss, Some(&c.wrt), c.order));
+                let comp = self.check.and_then(|k| k.comparisons.iter().find(|x| x.quantity == quantity));
+                let derived = d.results.iter().find(|x| x.loss == c.loss && x.wrt.as_deref() == Some(c.wrt.as_str()) && x.order == c.order);
+                let status = match (d.proved[i], comp) {
+                    (true, _) => "proved: the rules put it in the same e-class as the derived result".to_string(),
+                    (false, Some(k)) if !k.passed => {
+                        let mut s = match &k.error {
+                            Some(e) => format!("refuted: it cannot be evaluated: {e}"),
+                            None => format!("refuted: at {} it differs from the true value by {} (relative)", k.worst.as_deref().unwrap_or("a sampled point"), fmt_err(k.max_rel_error)),
+                        };
+                        if let Some(x) = derived {
+                            s.push_str(&format!("; the derived form is {}", printer.print(&x.term)));
+                        }
+                        s
+                    }
+                    (false, Some(k)) => format!("numerically equal at {} points, not proved by the rules", k.points),
+                    (false, None) => "not proved by the rules (the check did not run)".to_string(),
+                };
+                (lhs(m, &r, style), printer.print(&c.term), status)
+            })
+            .collect()
     }
 
     /// Notes on limits hit, results not fully derived and rule problems.
@@ -354,8 +391,10 @@ impl Outcome<'_> {
                 json!({"name": n, "count": k, "description": desc})
             })
             .collect();
+        let claims: Vec<Value> = self.claims(Style::Unicode).into_iter().map(|(l, f, s)| json!({"claim": format!("{l} = {f}"), "status": s})).collect();
         let mut out = json!({
             "results": results,
+            "claims": claims,
             "definitions": defs,
             "assumptions": d.assumptions,
             "rules_applied": rules,

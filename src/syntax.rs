@@ -76,6 +76,8 @@ pub enum StmtKind {
     Family(FamilyDecl),
     /// `derive grad J, hess J wrt theta`
     Derive(Vec<DeriveItem>),
+    /// `claim hess J = diag(p) - outer(p, p)`
+    Claim(DeriveItem, Expr),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -203,7 +205,7 @@ pub const FUNCTIONS: &[&str] = &[
 /// Words that end an expression rather than multiply it.
 const STOP_WORDS: &[&str] = &["if", "assume", "wrt", "on"];
 
-const KEYWORDS: &[&str] = &["dim", "param", "data", "derive", "family", "grad", "hess", "hvp", "wrt", "on"];
+const KEYWORDS: &[&str] = &["dim", "param", "data", "derive", "claim", "family", "grad", "hess", "hvp", "wrt", "on"];
 
 impl<'a> Src<'a> {
     fn expr(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
@@ -482,6 +484,29 @@ impl<'a> Src<'a> {
                 let (r, t) = self.type_expr(r)?;
                 let k = if word == "param" { StmtKind::Param(n, t) } else { StmtKind::Data(n, t) };
                 return Ok((r, Stmt { kind: k, span: self.span(start, r) }));
+            }
+            "claim" => {
+                let j = ws(rest, false);
+                let (r2, order) = match ident(j) {
+                    Ok((r2, "grad")) => (r2, 1),
+                    Ok((r2, "hess")) => (r2, 2),
+                    _ => return fail(j, "expected `claim grad NAME = …` or `claim hess NAME = …`"),
+                };
+                let (mut r2, (name, _)) = self.name(r2, "the name of a loss")?;
+                let mut wrt = None;
+                if let Ok((r3, "wrt")) = ident(ws(r2, false)) {
+                    let (r4, (w, _)) = self.name(r3, "a parameter after `wrt`")?;
+                    wrt = Some(w);
+                    r2 = r4;
+                }
+                let item = DeriveItem { order, name, wrt, span: self.span(j, r2) };
+                let (r3, _) = self.expect_char(r2, '=', "and the claimed formula")?;
+                let (r3, e) = match self.expr(ws(r3, false), false) {
+                    Ok(x) => x,
+                    Err(nom::Err::Error(_)) => return fail(ws(r3, false), "expected the claimed formula"),
+                    Err(e) => return Err(e),
+                };
+                return Ok((r3, Stmt { kind: StmtKind::Claim(item, e), span: self.span(start, r3) }));
             }
             "derive" => {
                 let mut items = vec![];

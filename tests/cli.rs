@@ -160,3 +160,21 @@ fn rules_lists_the_identities() {
     assert!(out.contains("grad-A") && out.contains("A′(θ) = E[T(x)]"), "{out}");
     assert!(out.contains("family categorical") && out.contains("family bernoulli"), "{out}");
 }
+
+#[test]
+fn claims_are_proved_refuted_or_tested() {
+    let model = "dim k; param theta : R^k; data q : simplex^k; x ~ categorical(theta); J = E_q[-log p(x | theta)]
+derive grad J, hess J
+claim hess J = diag(p) - 2 * outer(p, p)
+claim hess J = diag(p) - outer(p, p)";
+    let (code, out, err) = evolved(&["derive", "-e", model]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = |needle: &str| out.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in {out}")).to_string();
+    let refuted = line("2 (p pᵀ)");
+    assert!(refuted.contains("refuted: at ") && refuted.contains("theta=[") && refuted.contains("the derived form is diag(p) − p pᵀ"), "{refuted}");
+    assert!(line("claim ∇²J = diag(p) − p pᵀ").contains("proved"), "{out}");
+    // a true claim alone passes
+    let ok = model.lines().filter(|l| !l.contains("2 *")).collect::<Vec<_>>().join("\n");
+    let (code, out, _) = evolved(&["derive", "-e", &ok]);
+    assert_eq!(code, 0, "{out}");
+}
