@@ -20,6 +20,9 @@ pub struct Data {
     /// x when any of its members is (x − x ≡ 0).
     pub free: BTreeSet<Symbol>,
     pub constant: Option<Rational64>,
+    /// known to be zero (0, or a linear function of 0): such a class may hold members
+    /// of different shapes (0ᵀ of a row and of a matrix are the same e-node)
+    pub zero: bool,
 }
 
 /// The analysis: model facts in, assumptions and shape conflicts out.
@@ -94,7 +97,13 @@ impl Analysis<Node> for Facts {
             Node::Num(n) if n.is_zero() => None,
             Node::Symbol(s) => egraph.analysis.symbol_shape(*s),
             _ => {
-                let kids: Option<Vec<Shape>> = enode.children().iter().map(|c| get(c).shape).collect();
+                // 0 (no single shape) broadcasts like a scalar in elementwise arithmetic
+                let broadcast = matches!(enode, Node::Add(_) | Node::Sub(_) | Node::Mul(_) | Node::Div(_));
+                let kids: Option<Vec<Shape>> = enode
+                    .children()
+                    .iter()
+                    .map(|c| get(c).shape.or_else(|| (broadcast && get(c).constant.is_some_and(|v| v.is_zero())).then_some(crate::lang::SCALAR)))
+                    .collect();
                 kids.and_then(|k| node_shape(enode, &k).ok())
             }
         };
@@ -117,15 +126,31 @@ impl Analysis<Node> for Facts {
                 }
             }
         }
+        let z = |i: &Id| get(i).zero;
+        let zero = match enode {
+            Node::Num(n) => n.is_zero(),
+            Node::Transpose(a) | Node::Neg(a) | Node::Sum(a) | Node::Diag(a) => z(a),
+            Node::Mul([a, b]) | Node::MatMul([a, b]) | Node::Dot([a, b]) | Node::Outer([a, b]) => z(a) || z(b),
+            Node::Add([a, b]) | Node::Sub([a, b]) => z(a) && z(b),
+            Node::Div([a, _]) | Node::Jac([a, _]) => z(a),
+            _ => false,
+        };
         let scalar = |i: &Id| get(i).shape.is_some_and(|s| s.is_scalar());
         let constant = if enode.children().iter().all(scalar) { fold(enode, &|i| get(&i).constant) } else { None };
-        Data { shape, free, constant }
+        Data { shape, free, constant, zero }
     }
 
     fn merge(&mut self, a: &mut Data, b: Data) -> DidMerge {
         let mut changed_a = false;
         let mut changed_b = false;
-        let zero = a.constant.is_some_and(|c| c.is_zero()) || b.constant.is_some_and(|c| c.is_zero());
+        let zero = a.zero || b.zero || a.constant.is_some_and(|c| c.is_zero()) || b.constant.is_some_and(|c| c.is_zero());
+        if zero && !a.zero {
+            a.zero = true;
+            changed_a = true;
+        }
+        if zero && !b.zero {
+            changed_b = true;
+        }
         match (a.shape, b.shape) {
             _ if zero => {}
             (None, Some(s)) => {
@@ -133,7 +158,8 @@ impl Analysis<Node> for Facts {
                 changed_a = true;
             }
             (Some(_), None) => changed_b = true,
-            (Some(x), Some(y)) if x != y => self.conflicts.push(format!("{x} merged with {y}")),
+            // judged once the run is over (`shape_conflicts`): a merge seen here may be
+            // of two zeros whose zero-ness has not reached them yet
             _ => {}
         }
         let before = a.free.len();
@@ -167,6 +193,30 @@ impl Analysis<Node> for Facts {
             }
         }
     }
+}
+
+/// Classes whose members disagree in shape, other than zeros: each is a rule bug.
+pub fn shape_conflicts(egraph: &Graph) -> Vec<String> {
+    let mut out = vec![];
+    for class in egraph.classes() {
+        if class.data.zero || class.data.constant.is_some_and(|c| c.is_zero()) {
+            continue;
+        }
+        let Some(have) = class.data.shape else { continue };
+        for n in &class.nodes {
+            let shape = match n {
+                Node::Symbol(s) => egraph.analysis.symbol_shape(*s),
+                _ => {
+                    let kids: Option<Vec<Shape>> = n.children().iter().map(|c| egraph[*c].data.shape).collect();
+                    kids.and_then(|k| node_shape(n, &k).ok())
+                }
+            };
+            if let Some(s) = shape.filter(|s| *s != have) {
+                out.push(format!("{have} holds `{n}` of {s}"));
+            }
+        }
+    }
+    out
 }
 
 /// Does the class hold a symbol for which `pred` holds?

@@ -165,6 +165,9 @@ fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>], terms: &
     if std::env::var_os("EVOLVED_DEBUG").is_some() {
         debug_dump(&runner);
     }
+    let mut runner = runner;
+    let found = crate::analysis::shape_conflicts(&runner.egraph);
+    runner.egraph.analysis.conflicts.extend(found);
     let roots = roots.iter().map(|r| runner.egraph.find(*r)).collect();
     Phase { runner, roots }
 }

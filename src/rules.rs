@@ -504,6 +504,23 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
         if !self.conds.iter().all(|c| check(egraph, subst, c)) {
             return vec![];
         }
+        // A guard behind the load-time shape check: never merge terms of different shapes.
+        if let Some(have) = egraph[eclass].data.shape {
+            let known: Option<HashMap<Var, Shape>> = self.rhs.vars().iter().map(|v| egraph[subst[*v]].data.shape.map(|s| (*v, s))).collect();
+            if let Some(env) = known {
+                let syms = |s: Symbol| egraph.analysis.symbol_shape(s);
+                match pattern_shape(&self.rhs.ast, &env, &syms) {
+                    Ok(got) if got != have && !matches!(self.rhs.ast.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into()) => {
+                        let msg = format!("rule {rule} would make {have} into {got}");
+                        if !egraph.analysis.conflicts.contains(&msg) {
+                            egraph.analysis.conflicts.push(msg);
+                        }
+                        return vec![];
+                    }
+                    _ => {}
+                }
+            }
+        }
         let changed = self.rhs.apply_one(egraph, eclass, subst, ast, rule);
         if let Some(text) = &self.assume {
             // Name the assumption after the classes it is about.
