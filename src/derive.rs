@@ -410,6 +410,20 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
 /// E[T(x)] of a family in its own parameter η, derived from A(η) by the rules
 /// (A′(η) = E[T]): the family-free form of the gradient of A.
 fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
+    // The same family under the same rules always gives the same mean: remember it.
+    type Cache = std::sync::Mutex<std::collections::HashMap<String, Option<RecExpr<Node>>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    let key = format!("{}|{}|{}|{:?}|{}", fam.name, fam.param, fam.logpart, fam.param_shape, names.join(","));
+    if let Some(hit) = CACHE.get_or_init(Default::default).lock().unwrap().get(&key) {
+        return hit.clone();
+    }
+    let closed = derive_family_mean(model, fam, rules, foreign, limits);
+    CACHE.get_or_init(Default::default).lock().unwrap().insert(key, closed.clone());
+    closed
+}
+
+fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
     let eta = Symbol::from(fam.param.as_str());
     let mut facts = Facts::new(model);
     facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
