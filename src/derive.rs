@@ -208,13 +208,8 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             terms.push(loss.clone());
         }
         if !wanted.iter().any(|(l, w, o)| l == &req.loss && w.as_deref() == Some(req.wrt.as_str()) && *o == 1) {
-            let mut t = loss.clone();
-            let root = Id::from(t.as_ref().len() - 1);
-            let x = t.add(Node::Symbol(Symbol::from(req.wrt.as_str())));
-            let jac = t.add(Node::Jac([root, x]));
-            t.add(Node::Transpose(jac));
             wanted.push((req.loss.clone(), Some(req.wrt.clone()), 1));
-            terms.push(t);
+            terms.push(gradient(loss, &req.wrt));
         }
     }
     // Claims about gradients go into the same e-graph: proved when they share a class.
@@ -251,11 +246,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut hterms = vec![];
     for (loss, wrt) in &hess_reqs {
         let gi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 1).unwrap();
-        let mut t = derived[gi].clone();
-        let root = Id::from(t.as_ref().len() - 1);
-        let x = t.add(Node::Symbol(Symbol::from(wrt.as_str())));
-        t.add(Node::Jac([root, x]));
-        hterms.push(t);
+        hterms.push(on_top(&derived[gi], wrt, |r, x| Node::Jac([r, x])));
         wanted.push((loss.clone(), Some(wrt.clone()), 2));
     }
     // Each family mean the gradients use, derived from its A, becomes a rule for the
@@ -300,11 +291,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     for (loss, wrt) in &hess_reqs {
         if let Some(dir) = model.directions.get(wrt) {
             let hi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 2).unwrap();
-            let mut t = derived[hi].clone();
-            let root = Id::from(t.as_ref().len() - 1);
-            let v = t.add(Node::Symbol(Symbol::from(dir.as_str())));
-            t.add(Node::MatMul([root, v]));
-            derived.push(t);
+            derived.push(on_top(&derived[hi], dir, |r, v| Node::MatMul([r, v])));
             covariance.push(false);
             wanted.push((loss.clone(), Some(wrt.clone()), 3));
         }
@@ -427,15 +414,28 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     let eta = Symbol::from(fam.param.as_str());
     let mut facts = Facts::new(model);
     facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
-    let mut t = fam.logpart.clone();
-    let root = Id::from(t.as_ref().len() - 1);
-    let x = t.add(Node::Symbol(eta));
-    let jac = t.add(Node::Jac([root, x]));
-    t.add(Node::Transpose(jac));
+    let t = gradient(&fam.logpart, &fam.param);
     let phase = run_graph(Graph::new(facts), rules, &[t], limits);
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
+}
+
+/// The gradient of a scalar term: D(term, x)ᵀ.
+fn gradient(term: &RecExpr<Node>, x: &str) -> RecExpr<Node> {
+    let mut t = on_top(term, x, |r, x| Node::Jac([r, x]));
+    let jac = Id::from(t.as_ref().len() - 1);
+    t.add(Node::Transpose(jac));
+    t
+}
+
+/// `term` with one node on top, `top(root, s)`, where `s` is the symbol `sym`.
+fn on_top(term: &RecExpr<Node>, sym: &str, top: impl FnOnce(Id, Id) -> Node) -> RecExpr<Node> {
+    let mut t = term.clone();
+    let root = Id::from(t.as_ref().len() - 1);
+    let s = t.add(Node::Symbol(Symbol::from(sym)));
+    t.add(top(root, s));
+    t
 }
 
 /// `e` with the symbol `s` replaced by the term `by`.
