@@ -409,6 +409,9 @@ fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxEr
 pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Model, SyntaxError> {
     let mut m = Model::default();
     for f in catalog {
+        if m.families.iter().any(|g| g.name == f.name) {
+            return Err(err(Span::default(), format!("the family `{}` is declared twice in the catalog files (a --rules folder's .ef file may not redefine a built-in family; use --only-rules)", f.name)));
+        }
         let fam = family(f, Span::default(), true)?;
         m.families.push(fam);
     }
