@@ -91,3 +91,15 @@ fn c14_bce_with_logits_prints_unambiguously() {
         assert!((back.at(0, "z=0.8; y=0.3")[(0, 0)] - v.as_f64().unwrap()).abs() > 1e-3);
     }
 }
+
+#[test]
+fn c03_logistic_loglik_hessian_is_a_matrix() {
+    let c = case("C03");
+    let e = &c["evaluations"][0]["point"];
+    let pt = format!("theta={}; X={}; y={}", e["theta"], e["X"], e["y"]);
+    let d = run_case("C03", include_str!("../examples/logistic_loglik.ef"), 0, &pt);
+    let h = d.at(2, &pt);
+    assert_eq!(h.shape(), (2, 2), "the Hessian is d×d, not a scalar");
+    let wrong = c["wrong_answers_to_reject"]["scalar_from_inner_product  -sum h(1-h) x_i^T x_i"].as_f64().unwrap();
+    assert!(h.iter().all(|x| (x - wrong).abs() > 1e-3));
+}
