@@ -142,10 +142,6 @@ pub fn reference(ev: &Evaluator, loss: &RecExpr<Node>, wrt: Symbol, env: &Env<f6
     Ok((value, g, h))
 }
 
-/// What a definition's closed form must equal: E[T] or A, from the family itself.
-pub fn definition_reference(ev: &Evaluator, d: &Definition, env: &Env<f64>) -> Result<Mat<f64>, String> {
-    ev.eval(&d.term, env)
-}
 
 /// Label of a result for reports: "J", "grad J", "hess J" (with "wrt x" when needed).
 pub fn label(model: &Model, loss: &str, wrt: Option<&str>, order: usize) -> String {
@@ -247,7 +243,8 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         }
         let ndefs = d.definitions.iter().filter(|x| x.explicit.is_some()).count();
         for (j, def) in d.definitions.iter().filter(|x| x.explicit.is_some()).enumerate() {
-            record(&mut comps[d.results.len() + j], ev.eval(def.explicit.as_ref().unwrap(), &env), definition_reference(&ev, def, &env));
+            // the closed form against E[T] or A evaluated from the family itself
+            record(&mut comps[d.results.len() + j], ev.eval(def.explicit.as_ref().unwrap(), &env), ev.eval(&def.term, &env));
         }
         for (j, c) in model.claims.iter().enumerate() {
             let loss = model.loss(&c.loss).unwrap();

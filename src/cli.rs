@@ -156,8 +156,17 @@ pub fn diagnostic(file: &str, src: &str, e: &SyntaxError) -> String {
     String::from_utf8_lossy(&buf).trim_end().to_string()
 }
 
+/// A model from its text, with the given family catalog; errors are diagnostics.
+pub fn model_from_source(file: &str, src: &str, families: &[(String, String)]) -> Result<Model, String> {
+    let stmts = parse_model(src).map_err(|e| diagnostic(file, src, &e))?;
+    let cat = catalog(families)?;
+    let model = build_model(&stmts, &cat).map_err(|e| diagnostic(file, src, &e))?;
+    crate::check::validate_families(&model).map_err(|e| format!("error: {file}: {e}"))?;
+    Ok(model)
+}
+
 /// Reads a model from a file or a one-liner.
-pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<(Model, String, String), String> {
+pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<Model, String> {
     let (file, src) = match (&a.file, &a.expr) {
         (_, Some(e)) => ("<expr>".to_string(), e.clone()),
         (Some(f), None) => {
@@ -170,11 +179,7 @@ pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<(Mode
     if src.trim().is_empty() {
         return Err(format!("error: {file}: the model is empty"));
     }
-    let stmts = parse_model(&src).map_err(|e| diagnostic(&file, &src, &e))?;
-    let cat = catalog(families)?;
-    let model = build_model(&stmts, &cat).map_err(|e| diagnostic(&file, &src, &e))?;
-    crate::check::validate_families(&model).map_err(|e| format!("error: {file}: {e}"))?;
-    Ok((model, file, src))
+    model_from_source(&file, &src, families)
 }
 
 /// Runs the tool; returns the exit code.
@@ -216,7 +221,7 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
             return 2;
         }
     };
-    let (model, _file, _src) = match read_model(a, &sources.families) {
+    let model = match read_model(a, &sources.families) {
         Ok(m) => m,
         Err(e) => {
             let _ = writeln!(err, "{e}");

@@ -26,9 +26,5 @@ pub fn default_rules() -> Vec<rules::Rule> {
 /// line:column and a caret.
 pub fn model_from_text(src: &str) -> Result<model::Model, String> {
     let families: Vec<(String, String)> = rules::DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
-    let stmts = syntax::parse_model(src).map_err(|e| cli::diagnostic("<model>", src, &e))?;
-    let catalog = cli::catalog(&families)?;
-    let model = model::build_model(&stmts, &catalog).map_err(|e| cli::diagnostic("<model>", src, &e))?;
-    check::validate_families(&model)?;
-    Ok(model)
+    cli::model_from_source("<model>", src, &families)
 }

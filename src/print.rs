@@ -310,8 +310,3 @@ pub fn drawn_from(model: &Model, t: &RecExpr<Node>, f: Id, arg: Id) -> Option<(S
 pub fn print(model: &Model, t: &RecExpr<Node>, style: Style) -> String {
     Printer::new(model, style).print(t)
 }
-
-/// The symbol of a variable, printed.
-pub fn symbol(s: Symbol, style: Style) -> String {
-    name(s.as_str(), style)
-}

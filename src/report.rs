@@ -134,7 +134,7 @@ pub fn definition_line(model: &Model, d: &Definition, all: &[Definition], style:
     line
 }
 
-fn property(_model: &Model, r: &Derived, style: Style) -> Option<String> {
+fn property(r: &Derived, style: Style) -> Option<String> {
     if r.order != 2 || !r.is_covariance {
         return None;
     }
@@ -221,7 +221,7 @@ impl Outcome<'_> {
             .results
             .iter()
             .map(|r| {
-                let mut note = property(m, r, style);
+                let mut note = property(r, style);
                 if !r.complete {
                     note = Some("(not fully derived)".into());
                 }
@@ -328,7 +328,7 @@ impl Outcome<'_> {
             .iter()
             .map(|r| {
                 let mut row = format!("{} &= {}", lhs(m, r, Style::Latex), printer.print(&r.term));
-                if let Some(p) = property(m, r, Style::Latex) {
+                if let Some(p) = property(r, Style::Latex) {
                     row.push_str(&format!(" \\quad {p}"));
                 }
                 if !r.complete {
@@ -366,7 +366,7 @@ impl Outcome<'_> {
                     "latex": tex.print(&r.term),
                     "complete": r.complete,
                 });
-                if let Some(p) = property(m, r, Style::Unicode) {
+                if let Some(p) = property(r, Style::Unicode) {
                     o["property"] = json!(p);
                 }
                 if let Some(v) = self.value(r) {
@@ -423,10 +423,8 @@ impl Outcome<'_> {
 
 /// An assumption (written with Unicode in rules) in a style.
 fn assumption(a: &str, style: Style) -> String {
-    let words: Vec<String> = a.split(' ').map(|w| w.to_string()).collect();
-    let a = words.join(" ");
     match style {
-        Style::Unicode => a,
+        Style::Unicode => a.to_string(),
         Style::Ascii => a.replace("1ᵀ", "sum ").replace('ᵀ', "'"),
         Style::Latex => a.replace("1ᵀ", "\\mathbf{1}^{\\top} ").replace('ᵀ', "^{\\top}"),
     }

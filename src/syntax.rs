@@ -196,12 +196,6 @@ fn number(i: &str) -> Res<'_, &str> {
         .parse(i)
 }
 
-/// Names that are functions in expressions.
-pub const FUNCTIONS: &[&str] = &[
-    "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "D", "E", "A",
-    "mean", "cov", "second", "eye", "zero", "logp",
-];
-
 /// Words that end an expression rather than multiply it.
 const STOP_WORDS: &[&str] = &["if", "assume", "wrt", "on"];
 
