@@ -70,8 +70,20 @@ pub struct DeriveArgs {
     /// List the rules that rewrote the e-graph
     #[arg(long)]
     pub show_rules: bool,
+    /// Show the derivation step by step, each step naming its rule; `--steps=all` also
+    /// lists the bookkeeping steps one by one
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "main", value_name = "WHICH")]
+    pub steps: Option<StepsArg>,
     #[command(flatten)]
     pub rules: RulesArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepsArg {
+    /// the steps that do calculus or use an identity (bookkeeping folded in)
+    Main,
+    /// every rewrite
+    All,
 }
 
 /// The rules and the catalog, from the built-ins and/or folders.
@@ -254,7 +266,15 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
             line.split(" = ").next().unwrap_or(&line).to_string()
         })
     });
-    let outcome = Outcome { model: &model, derivation: &derivation, check: report.as_ref(), at: at.as_ref(), rules: &sources.rules };
+    let steps = match a.steps.map(|w| crate::steps::explain(&model, &derivation, &Limits::default(), w == StepsArg::All)) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            let _ = writeln!(err, "error: {e}");
+            return 2;
+        }
+        None => None,
+    };
+    let outcome = Outcome { model: &model, derivation: &derivation, check: report.as_ref(), at: at.as_ref(), rules: &sources.rules, steps: steps.as_deref() };
     let text = if a.json {
         serde_json::to_string_pretty(&outcome.json()).unwrap() + "\n"
     } else if a.latex {

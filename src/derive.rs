@@ -38,6 +38,23 @@ pub struct Derived {
     pub complete: bool,
     /// the e-class also holds a covariance Cov[T(x)] (so the Hessian is PSD)
     pub is_covariance: bool,
+    /// how the term was reached: (stage, from, to) per saturation run it went through,
+    /// replayed with explanations for `--steps`
+    pub trail: Trail,
+}
+
+/// (stage, from, to) for each saturation run a result went through.
+pub type Trail = Vec<(usize, RecExpr<Node>, RecExpr<Node>)>;
+
+/// One saturation run's inputs, kept so that it can be replayed with explanations.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: &'static str,
+    pub rules: Vec<Rule>,
+    /// rules derived from others (a family's E[T] in closed form): steps avoid them when
+    /// they can, so that they show the identities
+    pub shortcuts: Vec<Rule>,
+    pub terms: Vec<RecExpr<Node>>,
 }
 
 /// A family quantity used in results, with its closed form when the rules found one.
@@ -64,6 +81,8 @@ pub struct Derivation {
     pub conflicts: Vec<String>,
     /// for each of the model's claims: proved equal to the derived result by the rules
     pub proved: Vec<bool>,
+    /// the saturation runs, in order: gradient, Hessian, tidy
+    pub stages: Vec<Stage>,
 }
 
 /// The extraction cost: terms with unevaluated derivatives or expectations lose to any
@@ -144,18 +163,28 @@ pub fn new_graph(model: &Model) -> Graph {
 }
 
 /// One saturation run over some terms.
-struct Phase {
-    runner: Runner<Node, Facts>,
-    roots: Vec<Id>,
+pub(crate) struct Phase {
+    pub runner: Runner<Node, Facts>,
+    pub roots: Vec<Id>,
 }
 
 fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
-    run_graph(new_graph(model), rewrites, terms, limits)
+    run_graph(new_graph(model), rewrites, terms, limits, None)
 }
 
-fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
+/// Saturates `terms` (or stops at a limit, or as soon as the first term's class holds
+/// `until`).
+pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits, until: Option<&RecExpr<Node>>) -> Phase {
     let roots: Vec<Id> = terms.iter().map(|t| egraph.add_expr(t)).collect();
-    let runner = Runner::default()
+    let mut runner = Runner::default();
+    if let Some(goal) = until {
+        let (goal, root) = (goal.clone(), roots[0]);
+        runner = runner.with_hook(move |r| match r.egraph.lookup_expr(&goal) {
+            Some(id) if r.egraph.find(id) == r.egraph.find(root) => Err("reached".into()),
+            _ => Ok(()),
+        });
+    }
+    let runner = runner
         .with_egraph(egraph)
         .with_scheduler(SimpleScheduler)
         .with_iter_limit(limits.iterations)
@@ -195,7 +224,8 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     };
     let foreign: Vec<Symbol> =
         (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
-    let derive_rules = compile(&all.iter().filter(|r| r.derive).collect::<Vec<_>>())?;
+    let derive_set: Vec<Rule> = all.iter().filter(|r| r.derive).cloned().collect();
+    let derive_rules = compile(&derive_set.iter().collect::<Vec<_>>())?;
     let tidy_rules = compile(&all.iter().collect::<Vec<_>>())?;
 
     // Stage 1: the losses and their gradients, transpose(jac(J, x)).
@@ -229,6 +259,19 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false, no_dense: false });
     let mut derived: Vec<RecExpr<Node>> = first.roots[..n_terms].iter().map(|id| extractor.find_best(*id).1).collect();
     let mut covariance: Vec<bool> = vec![false; derived.len()];
+    // A gradient's steps start from the gradient of the loss's derived form.
+    let mut trails: Vec<Trail> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, (l, w, _))| {
+            let from = match w {
+                None => terms[i].clone(),
+                Some(x) => gradient(&derived[wanted.iter().position(|(l2, w2, _)| l2 == l && w2.is_none()).unwrap()], x),
+            };
+            vec![(0, from, derived[i].clone())]
+        })
+        .collect();
+    let mut stages = vec![Stage { name: "gradient", rules: derive_set.clone(), shortcuts: vec![], terms: terms.clone() }];
 
     // Stage 2: Hessians, as the Jacobian of each extracted gradient. Differentiating one
     // extracted form (not every form in the gradient's class) keeps the e-graph small.
@@ -253,6 +296,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     // Hessian stage: mean(F, t) => its closed form, so E[T]′ can also be found directly.
     let mut means: BTreeMap<String, Option<RecExpr<Node>>> = BTreeMap::new();
     let mut hessian_rules = derive_rules.clone();
+    let mut shortcuts = vec![];
     for t in &derived {
         for n in t.iter() {
             let Node::Mean([f, _]) = n else { continue };
@@ -263,7 +307,9 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             }
             let closed = family_mean(model, fam, &derive_rules, &foreign, limits);
             if let Some(c) = &closed {
-                hessian_rules.push(crate::rules::mean_rule(fam, c).rewrite()?);
+                let rule = crate::rules::mean_rule(fam, c);
+                hessian_rules.push(rule.rewrite()?);
+                shortcuts.push(rule);
             }
             means.insert(fam.name.clone(), closed);
         }
@@ -274,6 +320,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         hterms.push(model.claims[i].term.clone());
     }
     let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
+    stages.push(Stage { name: "Hessian", rules: derive_set, shortcuts, terms: hterms.clone() });
     for (k, &i) in hess_claims.iter().enumerate() {
         let c = &model.claims[i];
         let hi = hess_reqs.iter().position(|(l, w)| *l == c.loss && *w == c.wrt);
@@ -282,8 +329,9 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     {
         let g = &second_stage.runner.egraph;
         let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false, no_dense: false });
-        for id in &second_stage.roots[..n_hterms] {
+        for (k, id) in second_stage.roots[..n_hterms].iter().enumerate() {
             derived.push(ex.find_best(*id).1);
+            trails.push(vec![(1, hterms[k].clone(), derived.last().unwrap().clone())]);
             covariance.push(g[*id].nodes.iter().any(|n| matches!(n, Node::Cov(_))));
         }
     }
@@ -293,6 +341,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             let hi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 2).unwrap();
             derived.push(on_top(&derived[hi], dir, |r, v| Node::MatMul([r, v])));
             covariance.push(false);
+            trails.push(vec![]);
             wanted.push((loss.clone(), Some(wrt.clone()), 3));
         }
     }
@@ -336,6 +385,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut tidy_terms: Vec<RecExpr<Node>> = order.iter().map(|&i| derived[i].clone()).collect();
     tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
     let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
+    stages.push(Stage { name: "tidy", rules: all.clone(), shortcuts: vec![], terms: tidy_terms.clone() });
     let g2 = &second.runner.egraph;
     let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
     let ex2_hvp = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true });
@@ -347,7 +397,9 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         let root = *tidied.next().unwrap();
         let (_, term) = if *ord == 3 { ex2_hvp.find_best(root) } else { ex2.find_best(root) };
         let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
-        results.push(Derived { loss: loss.clone(), wrt: wrt.clone(), order: *ord, term, complete, is_covariance: covariance[i] });
+        let mut trail = std::mem::take(&mut trails[i]);
+        trail.push((2, derived[i].clone(), term.clone()));
+        results.push(Derived { loss: loss.clone(), wrt: wrt.clone(), order: *ord, term, complete, is_covariance: covariance[i], trail });
     }
     let mut definitions: Vec<Definition> = quantities
         .into_iter()
@@ -391,6 +443,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         classes: egraph.number_of_classes() + gh.number_of_classes() + g2.number_of_classes(),
         conflicts: egraph.analysis.conflicts.iter().chain(&gh.analysis.conflicts).chain(&g2.analysis.conflicts).cloned().collect(),
         proved,
+        stages,
     })
 }
 
@@ -415,14 +468,14 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     let mut facts = Facts::new(model);
     facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
     let t = gradient(&fam.logpart, &fam.param);
-    let phase = run_graph(Graph::new(facts), rules, &[t], limits);
+    let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
 }
 
 /// The gradient of a scalar term: D(term, x)ᵀ.
-fn gradient(term: &RecExpr<Node>, x: &str) -> RecExpr<Node> {
+pub(crate) fn gradient(term: &RecExpr<Node>, x: &str) -> RecExpr<Node> {
     let mut t = on_top(term, x, |r, x| Node::Jac([r, x]));
     let jac = Id::from(t.as_ref().len() - 1);
     t.add(Node::Transpose(jac));
@@ -430,7 +483,7 @@ fn gradient(term: &RecExpr<Node>, x: &str) -> RecExpr<Node> {
 }
 
 /// `term` with one node on top, `top(root, s)`, where `s` is the symbol `sym`.
-fn on_top(term: &RecExpr<Node>, sym: &str, top: impl FnOnce(Id, Id) -> Node) -> RecExpr<Node> {
+pub(crate) fn on_top(term: &RecExpr<Node>, sym: &str, top: impl FnOnce(Id, Id) -> Node) -> RecExpr<Node> {
     let mut t = term.clone();
     let root = Id::from(t.as_ref().len() - 1);
     let s = t.add(Node::Symbol(Symbol::from(sym)));

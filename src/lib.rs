@@ -15,6 +15,7 @@ pub mod model;
 pub mod print;
 pub mod report;
 pub mod rules;
+pub mod steps;
 pub mod syntax;
 
 /// The built-in rules.

@@ -20,7 +20,7 @@ const UNARY: u8 = 3;
 const POSTFIX: u8 = 4;
 const ATOM: u8 = 5;
 
-const GREEK: &[(&str, &str, &str)] = &[
+pub const GREEK: &[(&str, &str, &str)] = &[
     ("alpha", "α", "\\alpha"),
     ("beta", "β", "\\beta"),
     ("gamma", "γ", "\\gamma"),
@@ -240,6 +240,17 @@ impl<'m> Printer<'m> {
                 }
             }
             Node::MatMul([a, b]) => (p(*a, PRODUCT).append(txt(if self.style == Style::Ascii { " @ " } else { " " })).append(p(*b, UNARY + 1)), PRODUCT),
+            // the gradient of a scalar, D(f, x)ᵀ
+            Node::Transpose(a) if matches!(&t[*a], Node::Jac(_)) => {
+                let Node::Jac([f, x]) = &t[*a] else { unreachable!() };
+                let xn = d(*x).0;
+                let nabla = match self.style {
+                    Style::Latex => txt("\\nabla_{").append(xn).append(txt("} ")),
+                    Style::Unicode => txt("∇_").append(xn),
+                    Style::Ascii => txt("grad_").append(xn),
+                };
+                (nabla.append(self.paren(d(*f), ATOM)), PRODUCT)
+            }
             Node::Transpose(a) => (p(*a, ATOM).append(txt(self.op("ᵀ", "'", "^{\\top}"))), POSTFIX),
             Node::Dot([a, b]) if self.style == Style::Ascii => (txt("dot(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
             Node::Outer([a, b]) if self.style == Style::Ascii => (txt("outer(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
@@ -284,12 +295,17 @@ impl<'m> Printer<'m> {
             Node::Mean([f, arg]) | Node::Cov([f, arg]) | Node::Second([f, arg]) => {
                 let x = self.family_var(t, *f, *arg);
                 let inner = match &t[id] {
-                    Node::Mean(_) => format!("E[{x}]"),
-                    Node::Cov(_) => format!("Cov[{x}]"),
-                    _ => format!("E[{x} {x}{}]", self.op("ᵀ", "'", "^{\\top}")),
+                    Node::Mean(_) => format!("E[{x}"),
+                    Node::Cov(_) => format!("Cov[{x}"),
+                    _ => format!("E[{x} {x}{}", self.op("ᵀ", "'", "^{\\top}")),
                 };
-                let inner = if self.tex() { inner.replace("E[", "\\mathbb{E}\\left[").replace("Cov[", "\\operatorname{Cov}\\left[").replace(']', "\\right]") } else { inner };
-                (txt(&inner), ATOM)
+                let inner = if self.tex() { inner.replace("E[", "\\mathbb{E}\\left[").replace("Cov[", "\\operatorname{Cov}\\left[") } else { inner };
+                // a statistic no model variable is drawn with: say at which parameter
+                let at = match drawn_from(self.model, t, *f, *arg) {
+                    None => txt(if self.tex() { " \\mid " } else { " | " }).append(d(*arg).0),
+                    Some(_) => txt(""),
+                };
+                (txt(&inner).append(at).append(txt(if self.tex() { "\\right]" } else { "]" })), ATOM)
             }
         }
     }

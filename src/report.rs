@@ -7,7 +7,8 @@ use crate::eval::{Env, Evaluator, Mat};
 use crate::lang::Node;
 use crate::model::{Model, Role};
 use crate::print::{name, Printer, Style};
-use crate::rules::Rule;
+use crate::rules::{replace_word, Rule};
+use crate::steps::{Side, Steps};
 use egg::{RecExpr, Symbol};
 use serde_json::{json, Value};
 
@@ -19,6 +20,8 @@ pub struct Outcome<'a> {
     /// values at the `--at` point
     pub at: Option<&'a Env<f64>>,
     pub rules: &'a [Rule],
+    /// the derivation step by step (`--steps`), one list per result
+    pub steps: Option<&'a [Steps]>,
 }
 
 /// The names results use for family means: p, or p₁, p₂ when several.
@@ -247,6 +250,7 @@ impl Outcome<'_> {
         for c in self.claims(style) {
             out.push_str(&format!("claim {} = {}: {}\n", c.0, c.1, c.2));
         }
+        out.push_str(&self.steps_text(style));
         if !d.definitions.is_empty() {
             let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, style)).collect();
             out.push_str(&format!("where {}\n", defs.join(";  ")));
@@ -278,7 +282,7 @@ impl Outcome<'_> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let r = Derived { loss: c.loss.clone(), wrt: Some(c.wrt.clone()), order: c.order, term: c.term.clone(), complete: true, is_covariance: false };
+                let r = Derived { loss: c.loss.clone(), wrt: Some(c.wrt.clone()), order: c.order, term: c.term.clone(), complete: true, trail: vec![], is_covariance: false };
                 let quantity = format!("claim {}", label(m, &c.loss, Some(&c.wrt), c.order));
                 let comp = self.check.and_then(|k| k.comparisons.iter().find(|x| x.quantity == quantity));
                 let derived = d.results.iter().find(|x| x.loss == c.loss && x.wrt.as_deref() == Some(c.wrt.as_str()) && x.order == c.order);
@@ -318,6 +322,119 @@ impl Outcome<'_> {
         out
     }
 
+    /// The steps as text: each result's start, then each step as a whole expression with
+    /// its reasons, numbered through the whole derivation.
+    fn steps_text(&self, style: Style) -> String {
+        let Some(all) = self.steps else { return String::new() };
+        let m = self.model;
+        let plain = Printer::new(m, style);
+        let named = Printer { names: names(m, &self.derivation.definitions, style), ..Printer::new(m, style) };
+        let mut out = String::from("\nsteps\n");
+        let mut n = 0;
+        for (r, st) in self.derivation.results.iter().zip(all) {
+            let l = lhs(m, r, style);
+            let pad = " ".repeat(l.chars().count());
+            out.push_str(&format!("  {l} = {}\n", plain.print(&st.start)));
+            for (e, why, numbered) in self.visible(r, st, &plain, &named) {
+                out.push_str(&format!("  {pad} = {e}\n"));
+                if numbered {
+                    n += 1;
+                    out.push_str(&format!("  {pad}     ({n}) {why}\n"));
+                } else {
+                    out.push_str(&format!("  {pad}     {why}\n"));
+                }
+            }
+            for g in &st.gaps {
+                out.push_str(&format!("  {pad}   (the {g} stage could not be replayed to show its steps)\n"));
+            }
+        }
+        out.push('\n');
+        out
+    }
+
+    /// A result's steps as (expression, reason, numbered) in one style; a last, unnumbered
+    /// line gives the family means their names (p = E[x]) when the result uses them.
+    fn visible(&self, r: &Derived, st: &Steps, plain: &Printer, named: &Printer) -> Vec<(String, String, bool)> {
+        let style = plain.style;
+        let mut out: Vec<(String, String, bool)> = st.steps.iter().map(|s| (plain.print(&s.term), self.reason(s, style), true)).collect();
+        let last = st.steps.last().map_or(&st.start, |s| &s.term);
+        if last.to_string() != r.term.to_string() {
+            out.push((plain.print(&r.term), "(the steps did not reach the result)".into(), false));
+        }
+        let shown = plain.print(&r.term);
+        let used: Vec<String> =
+            named.names.iter().filter(|(t, _)| shown.contains(&plain.print(t))).map(|(t, n)| format!("{n} = {}", plain.print(t))).collect();
+        if !used.is_empty() && named.print(&r.term) != shown {
+            let words = match style {
+                Style::Latex => format!("\\text{{where }} {}", used.join(",\\ ")),
+                _ => format!("where {}", used.join(", ")),
+            };
+            out.push((named.print(&r.term), words, false));
+        }
+        out
+    }
+
+    /// Why a step holds: its rules' descriptions, then the side conditions it relied on
+    /// (`if q does not depend on θ, x is one-hot`) and the assumptions it made.
+    fn reason(&self, s: &crate::steps::Step, style: Style) -> String {
+        let p = Printer::new(self.model, style).one_line();
+        let words = |t: &str| if style == Style::Latex { format!("\\text{{{}}}", latex_text(t)) } else { t.to_string() };
+        let mut parts: Vec<String> = if s.reasons.is_empty() { vec![words("algebra")] } else { s.reasons.iter().map(|r| words(r)).collect() };
+        let mut conditions = vec![];
+        let mut assumed = vec![];
+        for side in &s.sides {
+            match side {
+                Side::Indep(a, x) => conditions.push(format!("{}{}{}", p.print(a), words(" does not depend on "), p.print(x))),
+                Side::Domain(a, d) => {
+                    let what = match d {
+                        crate::model::Domain::OneHot => "one-hot",
+                        crate::model::Domain::Simplex => "a probability vector",
+                        other => other.name(),
+                    };
+                    conditions.push(format!("{}{}", p.print(a), words(&format!(" is {what}"))));
+                }
+                Side::Indicator(f) => conditions.push(format!("{}{}", p.print(f), words("'s statistic is an indicator"))),
+                Side::Assume(t, vars) => {
+                    let mut t = t.clone();
+                    for (v, e) in vars {
+                        t = replace_word(&t, v, &Printer::new(self.model, Style::Unicode).one_line().print(e));
+                    }
+                    assumed.push(assumption(&t, style));
+                }
+            }
+        }
+        let sep = if style == Style::Latex { ",\\ " } else { ", " };
+        if !conditions.is_empty() {
+            parts.push(format!("{}{}", words("if "), conditions.join(sep)));
+        }
+        if !assumed.is_empty() {
+            parts.push(format!("{}{}", words("assuming "), assumed.join(sep)));
+        }
+        parts.join(if style == Style::Latex { ";\\ " } else { "; " })
+    }
+
+    /// The steps as LaTeX `align*` rows.
+    fn steps_latex(&self) -> Vec<String> {
+        let Some(all) = self.steps else { return vec![] };
+        let m = self.model;
+        let plain = Printer::new(m, Style::Latex);
+        let named = Printer { names: names(m, &self.derivation.definitions, Style::Latex), ..Printer::new(m, Style::Latex) };
+        let mut rows = vec![];
+        let mut n = 0;
+        for (r, st) in self.derivation.results.iter().zip(all) {
+            rows.push(format!("{} &= {}", lhs(m, r, Style::Latex), plain.print(&st.start)));
+            for (e, why, numbered) in self.visible(r, st, &plain, &named) {
+                if numbered {
+                    n += 1;
+                    rows.push(format!("&= {e} && \\text{{({n})}}\\ {why}"));
+                } else {
+                    rows.push(format!("&= {e} && {why}"));
+                }
+            }
+        }
+        rows
+    }
+
     /// A LaTeX `align*` block.
     pub fn latex(&self) -> String {
         let m = self.model;
@@ -343,6 +460,11 @@ impl Outcome<'_> {
         }
         if !d.assumptions.is_empty() {
             rows.push(format!("&\\text{{assuming }} {}", d.assumptions.iter().map(|a| assumption(a, Style::Latex)).collect::<Vec<_>>().join(",\\ ")));
+        }
+        let steps = self.steps_latex();
+        if !steps.is_empty() {
+            rows.push("&\\text{step by step:}".to_string());
+            rows.extend(steps);
         }
         format!("\\begin{{align*}}\n{}\n\\end{{align*}}\n", rows.join(" \\\\\n"))
     }
@@ -422,6 +544,61 @@ impl Outcome<'_> {
 }
 
 /// An assumption (written with Unicode in rules) in a style.
+/// Unicode prose for LaTeX text mode: symbols become inline math, specials are escaped.
+pub fn latex_text(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        let math = match c {
+            'ᵀ' => "^{\\top}",
+            '′' => "'",
+            '″' => "''",
+            '∂' => "\\partial ",
+            '∇' => "\\nabla ",
+            '−' => "-",
+            '⊙' => "\\odot ",
+            '⪰' => "\\succeq ",
+            '≥' => "\\geq ",
+            '≤' => "\\leq ",
+            '≠' => "\\neq ",
+            '∈' => "\\in ",
+            '·' => "\\cdot ",
+            '×' => "\\times ",
+            '⊗' => "\\otimes ",
+            '∞' => "\\infty ",
+            '⁻' => "^{-}",
+            '⁰' => "^{0}",
+            '¹' => "^{1}",
+            '³' => "^{3}",
+            'ᵃ' => "^{a}",
+            'ᵇ' => "^{b}",
+            '𝟙' => "\\mathbf{1}",
+            '→' => "\\to ",
+            '≈' => "\\approx ",
+            '²' => "^{2}",
+            '₁' => "_{1}",
+            '₂' => "_{2}",
+            '₀' => "_{0}",
+            'ᵢ' => "_{i}",
+            _ => "",
+        };
+        if !math.is_empty() {
+            out.push_str(&format!("${math}$"));
+        } else if let Some((_, _, l)) = crate::print::GREEK.iter().find(|(_, u, _)| u.starts_with(c) && u.chars().count() == 1) {
+            out.push_str(&format!("${l}$"));
+        } else if matches!(c, '#' | '$' | '%' | '&' | '_' | '{' | '}') {
+            out.push('\\');
+            out.push(c);
+        } else if c == '\\' {
+            out.push_str("\\textbackslash{}");
+        } else if c == '~' || c == '^' {
+            out.push_str(&format!("\\text{{\\{c}}}{{}}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn assumption(a: &str, style: Style) -> String {
     match style {
         Style::Unicode => a.to_string(),

@@ -62,6 +62,8 @@ pub struct Rule {
     pub origin: String,
     /// false for rules that only tidy extracted results (`phase tidy`)
     pub derive: bool,
+    /// how `--steps` shows it: "shown", "grouped" or "quiet" (see `RuleDecl::steps`)
+    pub steps: String,
     /// the egg rewrite, compiled on first use and shared by clones
     pub compiled: std::sync::OnceLock<Rewrite<Node, crate::analysis::Facts>>,
 }
@@ -243,6 +245,7 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
                 assume: d.assume.clone(),
                 origin: origin.clone(),
                 derive: d.phase == "derive",
+                steps: d.steps.clone(),
                 compiled: Default::default(),
             };
             check_shapes(&rule).map_err(|m| at(d.span, m))?;
@@ -368,6 +371,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             assume: None,
             origin: origin.clone(),
             derive: true,
+            steps: "shown".into(),
             compiled: Default::default(),
         });
         out.push(Rule {
@@ -379,6 +383,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             assume: None,
             origin: origin.clone(),
             derive: true,
+            steps: "shown".into(),
             compiled: Default::default(),
         });
         // logp(F, x, t) => dot(t, T[x]) + logh[x] - A(F, t)
@@ -405,6 +410,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             assume: None,
             origin,
             derive: true,
+            steps: "shown".into(),
             compiled: Default::default(),
         });
     }
@@ -428,6 +434,7 @@ pub fn mean_rule(f: &crate::model::Family, closed: &RecExpr<Node>) -> Rule {
         assume: None,
         origin: format!("family {}", f.name),
         derive: true,
+            steps: "shown".into(),
         compiled: Default::default(),
     }
 }
@@ -544,7 +551,7 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
     }
 }
 
-fn replace_word(text: &str, word: &str, by: &str) -> String {
+pub fn replace_word(text: &str, word: &str, by: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(i) = rest.find(word) {

@@ -106,6 +106,10 @@ pub struct RuleDecl {
     pub description: String,
     /// set by a `phase NAME` line above the rule: "derive" (the default) or "tidy"
     pub phase: String,
+    /// set by a `steps MODE` line above the rule, how `--steps` shows it: "shown" (the
+    /// default: a step of its own), "grouped" (one step with the grouped rules of the same
+    /// file next to it) or "quiet" (bookkeeping, folded into the step before)
+    pub steps: String,
     pub span: Span,
 }
 
@@ -592,20 +596,21 @@ impl<'a> Src<'a> {
         Ok((r, FamilyDecl { name, param, param_type, var, var_type, clauses }))
     }
 
-    /// `phase NAME` (None) or a rule.
+    /// `phase NAME` or `steps MODE` (a marker: a rule without a name), or a rule.
     fn rule_item(&self, i: &'a str) -> Res<'a, Option<RuleDecl>> {
         let start = ws(i, false);
-        if let Ok((r, "phase")) = ident(start) {
+        if let Ok((r, word @ ("phase" | "steps"))) = ident(start) {
             if !ws(r, false).starts_with(':') {
                 let j = ws(r, false);
+                let allowed: &[&str] = if word == "phase" { &["derive", "tidy"] } else { &["shown", "grouped", "quiet"] };
                 return match ident(j) {
-                    Ok((r2, p)) if p == "derive" || p == "tidy" => {
+                    Ok((r2, p)) if allowed.contains(&p) => {
                         let mut d = RuleDecl::phase_marker();
-                        d.phase = p.to_string();
+                        d.phase = format!("{word} {p}");
                         d.span = self.span(start, r2);
                         Ok((r2, Some(d)))
                     }
-                    _ => fail(j, "expected `phase derive` or `phase tidy`"),
+                    _ => fail(j, &format!("expected {}", allowed.iter().map(|a| format!("`{word} {a}`")).collect::<Vec<_>>().join(" or "))),
                 };
             }
         }
@@ -669,7 +674,7 @@ impl<'a> Src<'a> {
             description = text.trim().to_string();
             r = r3;
         }
-        Ok((r, RuleDecl { name: name.to_string(), lhs, rhs, both_ways, conditions, assume, description, phase: "derive".into(), span: self.span(start, r) }))
+        Ok((r, RuleDecl { name: name.to_string(), lhs, rhs, both_ways, conditions, assume, description, phase: "derive".into(), steps: "shown".into(), span: self.span(start, r) }))
     }
 
     /// Runs `one` on each statement of the source.
@@ -720,22 +725,23 @@ pub fn parse_model(src: &str) -> Result<Vec<Stmt>, SyntaxError> {
 impl RuleDecl {
     fn phase_marker() -> RuleDecl {
         let e = Expr { kind: ExprKind::Num("0".into()), span: Span::default() };
-        RuleDecl { name: String::new(), lhs: e.clone(), rhs: e, both_ways: false, conditions: vec![], assume: None, description: String::new(), phase: String::new(), span: Span::default() }
+        RuleDecl { name: String::new(), lhs: e.clone(), rhs: e, both_ways: false, conditions: vec![], assume: None, description: String::new(), phase: String::new(), steps: String::new(), span: Span::default() }
     }
 }
 
 /// Parses a rules file. A `phase tidy` line puts the rules after it in the phase that
-/// tidies extracted results; `phase derive` switches back.
+/// tidies extracted results; `phase derive` switches back. A `steps grouped` or
+/// `steps quiet` line sets how `--steps` shows the rules after it; `steps shown` resets.
 pub fn parse_rules(src: &str) -> Result<Vec<RuleDecl>, SyntaxError> {
     let s = Src { all: src, depth: std::cell::Cell::new(0) };
     let items = s.many(&|i| s.rule_item(i))?;
-    let mut phase = "derive".to_string();
+    let (mut phase, mut steps) = ("derive".to_string(), "shown".to_string());
     let mut out = vec![];
     for d in items.into_iter().flatten() {
-        if d.name.is_empty() {
-            phase = d.phase;
-        } else {
-            out.push(RuleDecl { phase: phase.clone(), ..d });
+        match d.phase.split_once(' ') {
+            Some(("phase", p)) => phase = p.to_string(),
+            Some(("steps", q)) => steps = q.to_string(),
+            _ => out.push(RuleDecl { phase: phase.clone(), steps: steps.clone(), ..d }),
         }
     }
     Ok(out)
