@@ -54,7 +54,50 @@ pub struct CheckReport {
     /// dimension → (smallest, largest) size used
     pub sizes: BTreeMap<String, (usize, usize)>,
     pub comparisons: Vec<Comparison>,
+    /// eigenvalues of each derived Hessian at the points
+    pub spectra: Vec<Spectrum>,
     pub passed: bool,
+}
+
+/// What the eigenvalues of a derived Hessian showed at the check points.
+#[derive(Clone, Debug)]
+pub struct Spectrum {
+    /// "hess J"
+    pub quantity: String,
+    pub points: usize,
+    /// the smallest eigenvalue over the largest |eigenvalue|, least over the points
+    pub min_rel_eigenvalue: f64,
+    /// the fewest and most eigenvalues that are zero (|λ| ≤ 1e-10 · max(1, max|λ|))
+    pub null_dims: (usize, usize),
+    /// H 𝟙 = 0 at every point
+    pub ones_null: bool,
+}
+
+impl Spectrum {
+    /// ⪰ 0 at every point, up to rounding
+    pub fn psd(&self) -> bool {
+        self.points > 0 && self.min_rel_eigenvalue >= -1e-10
+    }
+
+    fn add(&mut self, h: &Mat<f64>) {
+        if h.nrows() != h.ncols() || h.nrows() < 2 || h.iter().any(|x| !x.is_finite()) {
+            return;
+        }
+        let sym = (h + h.transpose()) * 0.5;
+        let eig = nalgebra::SymmetricEigen::new(sym).eigenvalues;
+        let scale = eig.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        let min = eig.iter().fold(f64::INFINITY, |m, x| m.min(*x));
+        let zero = 1e-10 * scale.max(1.0);
+        let null = eig.iter().filter(|x| x.abs() <= zero).count();
+        let ones = (h * Mat::from_element(h.ncols(), 1, 1.0)).iter().all(|x| x.abs() <= zero);
+        if self.points == 0 {
+            self.null_dims = (null, null);
+        }
+        self.points += 1;
+        self.min_rel_eigenvalue = self.min_rel_eigenvalue.min(if scale > 0.0 { min / scale } else { 0.0 });
+        self.null_dims = (self.null_dims.0.min(null), self.null_dims.1.max(null));
+        self.ones_null &= ones;
+    }
 }
 
 /// Error of `a` against the reference `b` in the max norm, relative to the larger of
@@ -183,6 +226,12 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
             error: None,
         }))
         .collect();
+    let mut spectra: Vec<Spectrum> = d
+        .results
+        .iter()
+        .filter(|r| r.order == 2)
+        .map(|r| Spectrum { quantity: label(model, &r.loss, r.wrt.as_deref(), 2), points: 0, min_rel_eigenvalue: f64::INFINITY, null_dims: (0, 0), ones_null: true })
+        .collect();
     let mut sizes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let (mut used, mut undefined, mut skipped_large) = (0usize, 0usize, None::<String>);
     let fail = |c: &mut Comparison, e: String| {
@@ -239,7 +288,13 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
                 }),
                 None => ev.eval(loss, &env),
             };
-            record(&mut comps[i], ev.eval(&r.term, &env), want);
+            let got = ev.eval(&r.term, &env);
+            if let (2, Ok(h)) = (r.order, &got) {
+                if let Some(s) = spectra.iter_mut().find(|s| s.quantity == comps[i].quantity) {
+                    s.add(h);
+                }
+            }
+            record(&mut comps[i], got, want);
         }
         let ndefs = d.definitions.iter().filter(|x| x.explicit.is_some()).count();
         for (j, def) in d.definitions.iter().filter(|x| x.explicit.is_some()).enumerate() {
@@ -259,7 +314,8 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         }
     }
     let passed = comps.iter().all(|c| c.passed);
-    CheckReport { points: used, undefined, skipped: skipped_large, sizes, comparisons: comps, passed }
+    spectra.retain(|s| s.points > 0);
+    CheckReport { points: used, undefined, skipped: skipped_large, sizes, comparisons: comps, spectra, passed }
 }
 
 /// Checks that every family's A is its log-partition: on a finite support the

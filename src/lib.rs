@@ -16,6 +16,7 @@ pub mod print;
 pub mod report;
 pub mod rules;
 pub mod steps;
+pub mod structure;
 pub mod syntax;
 
 /// The built-in rules.

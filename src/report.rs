@@ -1,7 +1,7 @@
 //! A derivation as the user sees it: results in evolved notation, the named quantities,
 //! the assumptions used, and the check — as text, LaTeX or JSON.
 
-use crate::check::{label, CheckReport};
+use crate::check::{label, CheckReport, Spectrum};
 use crate::derive::{Definition, Derivation, Derived};
 use crate::eval::{Env, Evaluator, Mat};
 use crate::lang::Node;
@@ -9,6 +9,7 @@ use crate::model::{Model, Role};
 use crate::print::{name, Printer, Style};
 use crate::rules::{replace_word, Rule};
 use crate::steps::{Side, Steps};
+use crate::structure::{structure, Form};
 use egg::{RecExpr, Symbol};
 use serde_json::{json, Value};
 
@@ -137,17 +138,40 @@ pub fn definition_line(model: &Model, d: &Definition, all: &[Definition], style:
     line
 }
 
-fn property(r: &Derived, style: Style) -> Option<String> {
-    if r.order != 2 || !r.is_covariance {
-        return None;
-    }
+/// What a Hessian's form says: ⪰ 0 for a covariance (so the loss is convex), the null
+/// space a one-hot statistic gives, or the XᵀDX form.
+fn property(m: &Model, r: &Derived, style: Style) -> Option<String> {
+    let st = structure(m, r)?;
     let wrt = name(r.wrt.as_deref().unwrap_or(""), style);
     let loss = name(&r.loss, style);
-    Some(match style {
-        Style::Unicode => format!("⪰ 0: a covariance, so {loss} is convex in {wrt}"),
-        Style::Ascii => format!(">= 0: a covariance, so {loss} is convex in {wrt}"),
-        Style::Latex => format!("\\succeq 0 \\text{{: a covariance, so }} {loss} \\text{{ is convex in }} {wrt}"),
-    })
+    let (ge, ones) = match style {
+        Style::Unicode => ("⪰ 0", "𝟙"),
+        Style::Ascii => (">= 0", "1"),
+        Style::Latex => ("\\succeq 0", "\\mathbf{1}"),
+    };
+    let words = |w: &str| if style == Style::Latex { format!("\\text{{{w}}}") } else { w.to_string() };
+    let mut out = match st.form {
+        Form::Covariance => format!("{ge}{}{loss}{}{wrt}", words(": a covariance, so "), words(" is convex in ")),
+        Form::DiagMinusOuter => words("diag(a) − a aᵀ").replace('−', if style == Style::Unicode { "−" } else { "-" }).replace("aᵀ", if style == Style::Unicode { "aᵀ" } else { "a'" }),
+        Form::Gram => format!("{}{ge}{}", words("Xᵀ D X: "), words(" where D ⪰ 0")),
+    };
+    if style != Style::Unicode && st.form != Form::Covariance {
+        out = match st.form {
+            Form::DiagMinusOuter if style == Style::Latex => "\\operatorname{diag}(a) - a a^{\\top}".to_string(),
+            Form::DiagMinusOuter => "diag(a) - a a'".to_string(),
+            Form::Gram if style == Style::Latex => format!("X^{{\\top}} D X{}{ge}{}", words(": "), words(" where ") + "D \\succeq 0"),
+            _ => "X' D X: >= 0 where D >= 0".to_string(),
+        };
+    }
+    if st.ones_null {
+        let null = match style {
+            Style::Latex => format!("{}\\mathbf{{1}}^{{\\top}} x = 1{}{ones}", words("; since "), words(", its null space holds ")),
+            Style::Ascii => format!("; since sum(x) = 1, its null space holds {ones}"),
+            Style::Unicode => format!("; since 𝟙ᵀx = 1, its null space holds {ones}"),
+        };
+        out.push_str(&null);
+    }
+    Some(out)
 }
 
 fn fmt_err(e: f64) -> String {
@@ -224,7 +248,7 @@ impl Outcome<'_> {
             .results
             .iter()
             .map(|r| {
-                let mut note = property(r, style);
+                let mut note = property(m, r, style);
                 if !r.complete {
                     note = Some("(not fully derived)".into());
                 }
@@ -445,7 +469,7 @@ impl Outcome<'_> {
             .iter()
             .map(|r| {
                 let mut row = format!("{} &= {}", lhs(m, r, Style::Latex), printer.print(&r.term));
-                if let Some(p) = property(r, Style::Latex) {
+                if let Some(p) = property(m, r, Style::Latex) {
                     row.push_str(&format!(" \\quad {p}"));
                 }
                 if !r.complete {
@@ -488,7 +512,7 @@ impl Outcome<'_> {
                     "latex": tex.print(&r.term),
                     "complete": r.complete,
                 });
-                if let Some(p) = property(r, Style::Unicode) {
+                if let Some(p) = property(m, r, Style::Unicode) {
                     o["property"] = json!(p);
                 }
                 if let Some(v) = self.value(r) {
@@ -537,13 +561,20 @@ impl Outcome<'_> {
                     "passed": x.passed,
                     "error": x.error,
                 })).collect::<Vec<_>>(),
+                "eigenvalues": c.spectra.iter().map(|s| json!({
+                    "quantity": s.quantity,
+                    "points": s.points,
+                    "psd": s.psd(),
+                    "min_rel_eigenvalue": s.min_rel_eigenvalue,
+                    "null_dims": [s.null_dims.0, s.null_dims.1],
+                    "ones_in_null_space": s.ones_null,
+                })).collect::<Vec<_>>(),
             });
         }
         out
     }
 }
 
-/// An assumption (written with Unicode in rules) in a style.
 /// Unicode prose for LaTeX text mode: symbols become inline math, specials are escaped.
 pub fn latex_text(s: &str) -> String {
     let mut out = String::new();
@@ -599,6 +630,7 @@ pub fn latex_text(s: &str) -> String {
     out
 }
 
+/// An assumption (written with Unicode in rules) in a style.
 fn assumption(a: &str, style: Style) -> String {
     match style {
         Style::Unicode => a.to_string(),
@@ -635,5 +667,24 @@ pub fn check_line(_m: &Model, c: &CheckReport, style: Style) -> String {
     }
     let sizes = if sizes.is_empty() { String::new() } else { format!(", {}", sizes.join(", ")) };
     let undefined = if c.undefined > 0 { format!(" ({} more points skipped: the loss is not finite there)", c.undefined) } else { String::new() };
-    format!("check: {} random points{sizes}{undefined}: max relative error {} {mark}", c.points, errs.join(", "))
+    let mut line = format!("check: {} random points{sizes}{undefined}: max relative error {} {mark}", c.points, errs.join(", "));
+    for s in &c.spectra {
+        line.push('\n');
+        line.push_str(&spectrum_line(s, style));
+    }
+    line
+}
+
+/// `eigenvalues of hess J at 20 points: all ≥ 0 (smallest/largest ≥ −3e-17), one zero, for 𝟙`
+pub fn spectrum_line(s: &Spectrum, style: Style) -> String {
+    let (ge, ones) = if style == Style::Ascii { (">=", "1") } else { ("≥", "𝟙") };
+    let sign = if s.psd() { format!("all {ge} 0, so it is positive semi-definite there") } else { "some negative, so it is not positive semi-definite".into() };
+    let null = match s.null_dims {
+        (0, 0) => "none of them zero".to_string(),
+        (a, b) if a == b && s.ones_null && a == 1 => format!("one of them zero: the null space is span({ones})"),
+        (a, b) if a == b => format!("{a} of them zero"),
+        (a, b) => format!("{a} to {b} of them zero"),
+    };
+    let ones_note = if s.ones_null && s.null_dims != (1, 1) { format!("; H {ones} = 0 at every point") } else { String::new() };
+    format!("eigenvalues of {} at {} points: {sign} (smallest/largest {}); {null}{ones_note}", s.quantity, s.points, fmt_err(s.min_rel_eigenvalue))
 }
