@@ -10,7 +10,7 @@ const SEED: &str = include_str!("../examples/softmax_cross_entropy.ef");
 fn derive_and_print(src: &str, rules: &[evolved::rules::Rule]) -> String {
     let model = evolved::model_from_text(src).unwrap();
     let d = derive(&model, rules, &Limits::default()).unwrap();
-    let o = Outcome { model: &model, derivation: &d, check: None, at: None, rules, steps: None };
+    let o = Outcome::new(&model, &d, rules);
     o.text(Style::Unicode, false)
 }
 

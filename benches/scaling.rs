@@ -76,7 +76,7 @@ fn once(src: &str, rules: &[evolved::rules::Rule], print: bool) -> Run {
     let t1 = Instant::now();
     let d = derive(&model, rules, &Limits::default()).unwrap();
     let t2 = Instant::now();
-    let o = Outcome { model: &model, derivation: &d, check: None, at: None, rules, steps: None };
+    let o = Outcome::new(&model, &d, rules);
     let text = if print { std::hint::black_box(o.text(Style::Unicode, false)) } else { String::new() };
     let t3 = Instant::now();
     Run {

@@ -20,11 +20,13 @@ pub struct CheckOptions {
     pub sizes: (usize, usize),
     /// largest accepted relative error
     pub tolerance: f64,
+    /// also check each result's index form (`--notation index`)
+    pub index: bool,
 }
 
 impl Default for CheckOptions {
     fn default() -> Self {
-        CheckOptions { points: 20, seed: 1, sizes: (2, 7), tolerance: 1e-8 }
+        CheckOptions { points: 20, seed: 1, sizes: (2, 7), tolerance: 1e-8, index: false }
     }
 }
 
@@ -226,6 +228,17 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
             error: None,
         }))
         .collect();
+    // index forms, compared like the results they are read from
+    let index_forms: Vec<(usize, Result<crate::index::IExpr, String>)> = if opts.index {
+        d.results.iter().enumerate().filter(|(_, r)| r.order > 0).map(|(i, r)| (i, crate::index::index_form(model, &r.term, &[], &|_| String::new()))).collect()
+    } else {
+        vec![]
+    };
+    let first_index = comps.len();
+    for (i, _) in &index_forms {
+        let r = &d.results[*i];
+        comps.push(Comparison { quantity: format!("{} (index form)", label(model, &r.loss, r.wrt.as_deref(), r.order)), max_rel_error: 0.0, passed: true, points: 0, worst: None, error: None });
+    }
     let mut spectra: Vec<Spectrum> = d
         .results
         .iter()
@@ -275,6 +288,7 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
             }
             (Err(e), _) | (_, Err(e)) => fail(c, e),
         };
+        let mut wanted: Vec<Result<Mat<f64>, String>> = vec![];
         for (i, r) in d.results.iter().enumerate() {
             let loss = model.loss(&r.loss).unwrap();
             let wrt = r.wrt.as_deref().map(Symbol::from).or_else(|| model.vars.values().find(|v| v.role == Role::Param).map(|v| Symbol::from(v.name.as_str())));
@@ -294,7 +308,16 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
                     s.add(h);
                 }
             }
+            wanted.push(want.clone());
             record(&mut comps[i], got, want);
+        }
+        for (k, (i, form)) in index_forms.iter().enumerate() {
+            let got = match (form, &wanted[*i]) {
+                (Ok(e), Ok(w)) => crate::index::evaluate(e, &ev, &env, w.nrows(), w.ncols()),
+                (Err(e), _) => Err(format!("no index form: {e}")),
+                (_, Err(e)) => Err(e.clone()),
+            };
+            record(&mut comps[first_index + k], got, wanted[*i].clone());
         }
         let ndefs = d.definitions.iter().filter(|x| x.explicit.is_some()).count();
         for (j, def) in d.definitions.iter().filter(|x| x.explicit.is_some()).enumerate() {

@@ -74,8 +74,18 @@ pub struct DeriveArgs {
     /// lists the bookkeeping steps one by one
     #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "main", value_name = "WHICH")]
     pub steps: Option<StepsArg>,
+    /// How results are written: `matrix` (evolved notation) or `index` (∂J/∂θᵢ = pᵢ − qᵢ);
+    /// index forms are checked numerically too
+    #[arg(long, value_enum, default_value = "matrix")]
+    pub notation: Notation,
     #[command(flatten)]
     pub rules: RulesArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notation {
+    Matrix,
+    Index,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,7 +269,7 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
     };
     let style = if a.ascii { Style::Ascii } else { Style::Unicode };
     let report = (!a.no_check || check_only).then(|| {
-        let opts = CheckOptions { points: a.points as usize, seed: a.seed, ..Default::default() };
+        let opts = CheckOptions { points: a.points as usize, seed: a.seed, index: a.notation == Notation::Index, ..Default::default() };
         // a definition is named in the check line by its left side: p, A(θ)
         check(&model, &derivation, &opts, &|d| {
             let line = definition_line(&model, d, &derivation.definitions, style);
@@ -274,7 +284,8 @@ fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut d
         }
         None => None,
     };
-    let outcome = Outcome { model: &model, derivation: &derivation, check: report.as_ref(), at: at.as_ref(), rules: &sources.rules, steps: steps.as_deref() };
+    let index = a.notation == Notation::Index;
+    let outcome = Outcome { check: report.as_ref(), at: at.as_ref(), steps: steps.as_deref(), index, ..Outcome::new(&model, &derivation, &sources.rules) };
     let text = if a.json {
         serde_json::to_string_pretty(&outcome.json()).unwrap() + "\n"
     } else if a.latex {

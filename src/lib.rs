@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod derive;
 pub mod eval;
+pub mod index;
 pub mod lang;
 pub mod model;
 pub mod print;

@@ -23,6 +23,15 @@ pub struct Outcome<'a> {
     pub rules: &'a [Rule],
     /// the derivation step by step (`--steps`), one list per result
     pub steps: Option<&'a [Steps]>,
+    /// results in index notation (`--notation index`)
+    pub index: bool,
+}
+
+impl<'a> Outcome<'a> {
+    /// The results alone: no check, values, steps or index notation.
+    pub fn new(model: &'a Model, derivation: &'a Derivation, rules: &'a [Rule]) -> Self {
+        Outcome { model, derivation, check: None, at: None, rules, steps: None, index: false }
+    }
 }
 
 /// The names results use for family means: p, or p₁, p₂ when several.
@@ -252,7 +261,14 @@ impl Outcome<'_> {
                 if !r.complete {
                     note = Some("(not fully derived)".into());
                 }
-                (lhs(m, r, style), printer.print(&r.term), note)
+                match (self.index, crate::index::line(m, r, &printer)) {
+                    (true, Ok(l)) => {
+                        let (l, rhs) = l.split_once(" = ").unwrap();
+                        (l.to_string(), rhs.to_string(), note)
+                    }
+                    (true, Err(e)) => (lhs(m, r, style), printer.print(&r.term), Some(format!("(no index form: {e})"))),
+                    _ => (lhs(m, r, style), printer.print(&r.term), note),
+                }
             })
             .collect();
         let width = lines.iter().map(|(l, _, _)| l.chars().count()).max().unwrap_or(0);
@@ -468,7 +484,10 @@ impl Outcome<'_> {
             .results
             .iter()
             .map(|r| {
-                let mut row = format!("{} &= {}", lhs(m, r, Style::Latex), printer.print(&r.term));
+                let mut row = match crate::index::line(m, r, &printer) {
+                    Ok(l) if self.index => l.replacen(" = ", " &= ", 1),
+                    _ => format!("{} &= {}", lhs(m, r, Style::Latex), printer.print(&r.term)),
+                };
                 if let Some(p) = property(m, r, Style::Latex) {
                     row.push_str(&format!(" \\quad {p}"));
                 }

@@ -36,7 +36,7 @@ fn every_example_derives_and_checks() {
 fn text_and_latex_snapshots() {
     for (name, src) in examples() {
         let d = derive_text(&src);
-        let o = Outcome { model: &d.model, derivation: &d.d, check: None, at: None, rules: &[], steps: None };
+        let o = Outcome::new(&d.model, &d.d, &[]);
         insta::assert_snapshot!(format!("{name}.txt"), o.text(evolved::print::Style::Unicode, false));
         insta::assert_snapshot!(format!("{name}.tex"), o.latex());
     }

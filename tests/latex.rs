@@ -21,6 +21,7 @@ fn latex_outputs() -> Vec<(String, String)> {
         let path = format!("examples/{name}");
         out.push((name.clone(), evolved(&["derive", &path, "--latex", "--no-check"])));
         out.push((format!("{name} --steps"), evolved(&["derive", &path, "--latex", "--no-check", "--steps"])));
+        out.push((format!("{name} --notation index"), evolved(&["derive", &path, "--latex", "--no-check", "--notation", "index"])));
     }
     out
 }
@@ -59,7 +60,7 @@ fn every_latex_output_renders_in_katex() {
         .filter_map(|((name, tex), v)| v.as_ref().map(|e| format!("{name}: {e}\n{tex}")))
         .collect();
     assert!(failures.is_empty(), "{} of {} LaTeX outputs do not render:\n{}", failures.len(), outputs.len(), failures.join("\n\n"));
-    assert!(outputs.len() >= 26);
+    assert!(outputs.len() >= 39);
 }
 
 #[test]
