@@ -158,6 +158,24 @@ impl<'a> Src<'a> {
     fn span(&self, from: &str, to: &str) -> Span {
         Span { start: self.off(from), end: self.off(to) }
     }
+    /// line:column of a place, for messages that name a second place
+    fn line_col(&self, at: &str) -> String {
+        let before = &self.all[..self.off(at)];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        format!("{line}:{col}")
+    }
+    /// `expected` (a closing bracket, perhaps after a `,`) was wanted at `at`, to close the
+    /// bracket at `open`: says which bracket is left open, or which closer does not match.
+    fn unclosed<T>(&self, at: &'a str, open: &'a str, expected: &str) -> Res<'a, T> {
+        let o = open.chars().next().unwrap_or('(');
+        let place = self.line_col(open);
+        match at.chars().next() {
+            None => fail(at, format!("the `{o}` at {place} is never closed: expected {expected}")),
+            Some(c @ (')' | ']' | '}')) => fail(at, format!("`{c}` does not match the `{o}` at {place}: expected {expected}")),
+            Some(c) => fail(at, format!("unexpected `{c}`: expected {expected} to close the `{o}` at {place}")),
+        }
+    }
 }
 
 /// Skips blanks and comments; newlines too when `nl`.
@@ -304,7 +322,9 @@ impl<'a> Src<'a> {
         }
     }
 
-    fn args(&self, i: &'a str, close: char) -> Res<'a, Vec<Expr>> {
+    /// Arguments up to `close`; `open` is the opening bracket.
+    fn args(&self, open: &'a str, close: char) -> Res<'a, Vec<Expr>> {
+        let i = &open[open.chars().next().map_or(0, char::len_utf8)..];
         let mut out = vec![];
         let mut i = ws(i, true);
         if let Some(r) = i.strip_prefix(close) {
@@ -323,7 +343,7 @@ impl<'a> Src<'a> {
             } else if let Some(r) = r.strip_prefix(close) {
                 return Ok((r, out));
             } else {
-                return fail(r, format!("expected `,` or `{close}`"));
+                return self.unclosed(r, open, &format!("`,` or `{close}`"));
             }
         }
     }
@@ -344,13 +364,14 @@ impl<'a> Src<'a> {
             return Ok((rest, Expr { kind: ExprKind::Num(n.to_string()), span: self.span(i, rest) }));
         }
         if let Some(r) = i.strip_prefix('(') {
+            let open = i;
             let (r, mut e) = match self.expr(r, true) {
                 Ok(x) => x,
                 Err(nom::Err::Error(_)) => return fail(ws(r, true), "expected an expression after `(`"),
                 Err(e) => return Err(e),
             };
             let r2 = ws(r, true);
-            let Some(r2) = r2.strip_prefix(')') else { return fail(r2, "expected `)`") };
+            let Some(r2) = r2.strip_prefix(')') else { return self.unclosed(r2, open, "`)`") };
             e.span = self.span(i, r2);
             return Ok((r2, e));
         }
@@ -366,7 +387,7 @@ impl<'a> Src<'a> {
                     Err(e) => return Err(e),
                 };
                 let r = ws(r, true);
-                let Some(r) = r.strip_prefix(']') else { return fail(r, "expected `]`") };
+                let Some(r) = r.strip_prefix(']') else { return self.unclosed(r, rest, "`]`") };
                 return Ok((r, Expr { kind: ExprKind::Expect(dist.to_string(), Box::new(body)), span: self.span(i, r) }));
             }
         }
@@ -384,11 +405,11 @@ impl<'a> Src<'a> {
             } else {
                 (r, None)
             };
-            let Some(r) = r.strip_prefix(')') else { return fail(r, "expected `)` to close p(…)") };
+            let Some(r) = r.strip_prefix(')') else { return self.unclosed(r, rest, "`)` after p(…") };
             return Ok((r, Expr { kind: ExprKind::Density(var.to_string(), param), span: self.span(i, r) }));
         }
-        if let Some(r) = rest.strip_prefix('(') {
-            let (r, args) = self.args(r, ')')?;
+        if rest.starts_with('(') {
+            let (r, args) = self.args(rest, ')')?;
             return Ok((r, Expr { kind: ExprKind::Call(name.to_string(), args), span: self.span(i, r) }));
         }
         // `log p(x | θ)`: log or exp applied without brackets.
@@ -457,7 +478,13 @@ impl<'a> Src<'a> {
         let start = ws(i, false);
         let (rest, word) = match ident(start) {
             Ok(x) => x,
-            Err(_) => return fail(start, "expected a statement (dim, param, data, family, derive, `x ~ family(…)` or `name = expression`)"),
+            Err(_) => {
+                let what = "a statement (dim, param, data, family, derive, `x ~ family(…)` or `name = expression`)";
+                return match start.chars().next() {
+                    Some(c) => fail(start, format!("unexpected `{c}`: expected {what}")),
+                    None => fail(start, format!("expected {what}")),
+                };
+            }
         };
         let kind = match word {
             "dim" => {
@@ -547,7 +574,9 @@ impl<'a> Src<'a> {
         if let Some(r) = j.strip_prefix('~') {
             let (r, (family, fspan)) = self.name(r, "a family name after `~`")?;
             let r = ws(r, false);
-            let Some(r) = r.strip_prefix('(') else { return fail(r, "expected `(` and the family's parameter") };
+            if !r.starts_with('(') {
+                return fail(r, "expected `(` and the family's parameter");
+            }
             let (r, args) = self.args(r, ')')?;
             return Ok((r, Stmt { kind: StmtKind::Sample { var: name, family, family_span: fspan, args }, span: self.span(start, r) }));
         }
@@ -646,7 +675,9 @@ impl<'a> Src<'a> {
                 let j = ws(r, true);
                 let Ok((r2, cname)) = rule_name(j) else { return fail(j, "expected a condition such as indep(c, x)") };
                 let r2 = ws(r2, false);
-                let Some(r2) = r2.strip_prefix('(') else { return fail(r2, "expected `(` after the condition name") };
+                if !r2.starts_with('(') {
+                    return fail(r2, "expected `(` after the condition name");
+                }
                 let (r2, args) = self.args(r2, ')')?;
                 conditions.push((cname.to_string(), args, self.span(j, r2)));
                 match ws(r2, false).strip_prefix(',') {
@@ -695,6 +726,9 @@ impl<'a> Src<'a> {
                     let r2 = ws(r, false);
                     if !(r2.is_empty() || r2.starts_with('\n') || r2.starts_with(';')) {
                         let bad = r2.chars().next().unwrap();
+                        if let Some(open) = [(')', '('), (']', '['), ('}', '{')].iter().find(|(c, _)| *c == bad).map(|(_, o)| o) {
+                            return Err(self.error(r2, format!("unmatched `{bad}`: there is no `{open}` before it to close")));
+                        }
                         return Err(self.error(r2, format!("unexpected `{bad}`: expected the end of the statement")));
                     }
                     out.push(t);
