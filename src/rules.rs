@@ -221,15 +221,19 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
             d.conditions.iter().map(|(n, a, s)| condition(n, a, *s)).collect::<Result<_, _>>().map_err(|(s, m)| at(s, m))?;
         let (line, _) = line_col(src, d.span.start);
         let origin = format!("{file}:{line}");
-        let mut push = |name: String, l: &PatternAst<Node>, r: &PatternAst<Node>| -> Result<(), RuleError> {
+        let mut push = |name: String, l: &PatternAst<Node>, r: &PatternAst<Node>, r_expr: &Expr| -> Result<(), RuleError> {
             let (lv, rv) = (pattern_vars(l), pattern_vars(r));
             if let Some(v) = rv.difference(&lv).next() {
-                return Err(at(d.span, format!("rule `{name}`: {v} on the right is not bound on the left")));
+                let v = v.to_string().trim_start_matches('?').to_string();
+                let span = var_span(r_expr, &v).unwrap_or(d.span);
+                return Err(at(span, format!("rule `{name}`: `{v}` on the right is not bound on the left (every name on the right must appear on the left)")));
             }
-            for c in &conds {
+            for (c, (_, args, cspan)) in conds.iter().zip(&d.conditions) {
                 for v in cond_vars(c) {
                     if !lv.contains(&v) {
-                        return Err(at(d.span, format!("rule `{name}`: condition variable {v} is not bound on the left")));
+                        let v = v.to_string().trim_start_matches('?').to_string();
+                        let span = args.iter().find_map(|a| var_span(a, &v)).unwrap_or(*cspan);
+                        return Err(at(span, format!("rule `{name}`: the condition's `{v}` is not bound on the left")));
                     }
                 }
             }
@@ -252,12 +256,24 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
             out.push(rule);
             Ok(())
         };
-        push(d.name.clone(), &lhs, &rhs)?;
+        push(d.name.clone(), &lhs, &rhs, &d.rhs)?;
         if d.both_ways {
-            push(format!("{}-rev", d.name), &rhs, &lhs)?;
+            push(format!("{}-rev", d.name), &rhs, &lhs, &d.lhs)?;
         }
     }
     Ok(out)
+}
+
+/// Where a pattern variable is written in an expression.
+fn var_span(e: &Expr, name: &str) -> Option<Span> {
+    match &e.kind {
+        ExprKind::Var(v) if v == name => Some(e.span),
+        ExprKind::Num(_) | ExprKind::Var(_) => None,
+        ExprKind::Neg(a) | ExprKind::Transpose(a) | ExprKind::Expect(_, a) => var_span(a, name),
+        ExprKind::Binary(_, a, b) => var_span(a, name).or_else(|| var_span(b, name)),
+        ExprKind::Call(_, args) => args.iter().find_map(|a| var_span(a, name)),
+        ExprKind::Density(_, p) => p.as_ref().and_then(|p| var_span(p, name)),
+    }
 }
 
 fn cond_vars(c: &Cond) -> Vec<Var> {
@@ -591,8 +607,9 @@ pub fn rule_set(extra: &[(String, String)], defaults: bool) -> Result<Vec<Rule>,
         for r in load_rules(file, src)? {
             if let Some(prev) = seen.get(&r.name) {
                 let line = r.origin.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(1);
-                let offset = src.split_inclusive('\n').take(line - 1).map(str::len).sum();
-                return Err(RuleError { file: file.clone(), line, column: 1, message: format!("duplicate rule name `{}` (also at {prev})", r.name), offset });
+                let line_start: usize = src.split_inclusive('\n').take(line - 1).map(str::len).sum();
+                let blanks = src[line_start..].len() - src[line_start..].trim_start_matches([' ', '\t']).len();
+                return Err(RuleError { file: file.clone(), line, column: blanks + 1, message: format!("duplicate rule name `{}` (also at {prev})", r.name), offset: line_start + blanks });
             }
             seen.insert(r.name.clone(), r.origin.clone());
             all.push(r);

@@ -145,7 +145,7 @@ fn a_bad_rule_file_is_an_error_with_file_and_line() {
     std::fs::write(dir.join("mine.rules"), "odd-rule: a + b => c\n").unwrap();
     let (code, _, err) = evolved(&["rules", "--rules", dir.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(err.contains("mine.rules:1:1") && err.contains("not bound"), "{err}");
+    assert!(err.contains("mine.rules:1:20") && err.contains("not bound"), "{err}");
     std::fs::write(dir.join("mine.rules"), "add-0: a + 0 => a\n").unwrap();
     let (code, _, err) = evolved(&["rules", "--rules", dir.to_str().unwrap()]);
     assert_eq!(code, 2);
