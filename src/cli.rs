@@ -139,13 +139,24 @@ pub fn load_sources(a: &RulesArgs) -> Result<RuleSources, String> {
 }
 
 /// The catalog's family declarations.
+/// Each family is built and validated here, so its errors point into its own file.
 pub fn catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String> {
-    let mut out = vec![];
+    let mut out: Vec<FamilyDecl> = vec![];
+    let mut seen: Vec<(String, String)> = vec![];
     for (file, src) in families {
         let stmts = parse_model(src).map_err(|e| diagnostic(file, src, &e))?;
         for s in stmts {
             match s.kind {
-                StmtKind::Family(f) => out.push(f),
+                StmtKind::Family(f) => {
+                    let at = |message: String| diagnostic(file, src, &SyntaxError { span: s.span, message });
+                    if let Some((_, prev)) = seen.iter().find(|(n, _)| *n == f.name) {
+                        return Err(at(format!("family `{}` is already declared in {prev} (a --rules folder's .ef file may not redefine a built-in family; use --only-rules)", f.name)));
+                    }
+                    let fam = crate::model::family(&f, s.span, true).map_err(|e| diagnostic(file, src, &e))?;
+                    crate::check::validate_families(&Model { families: vec![fam], ..Default::default() }).map_err(at)?;
+                    seen.push((f.name.clone(), file.clone()));
+                    out.push(f)
+                }
                 _ => return Err(diagnostic(file, src, &SyntaxError { span: s.span, message: "a family file holds only `family` statements".into() })),
             }
         }
@@ -156,8 +167,15 @@ pub fn catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String>
 /// An error with file:line:col, the line, and a caret under the place.
 pub fn diagnostic(file: &str, src: &str, e: &SyntaxError) -> String {
     use ariadne::{Config, Label, Report, ReportKind, Source};
-    let start = e.span.start.min(src.len());
-    let end = e.span.end.clamp(start, src.len());
+    // a span may end inside a character (a rule error is one byte long): widen it to whole characters
+    let mut start = e.span.start.min(src.len());
+    while !src.is_char_boundary(start) {
+        start -= 1;
+    }
+    let mut end = e.span.end.clamp(start, src.len());
+    while !src.is_char_boundary(end) {
+        end += 1;
+    }
     let before = &src[..start];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
@@ -183,7 +201,11 @@ pub fn model_from_source(file: &str, src: &str, families: &[(String, String)]) -
     let stmts = parse_model(src).map_err(|e| diagnostic(file, src, &e))?;
     let cat = catalog(families)?;
     let model = build_model(&stmts, &cat).map_err(|e| diagnostic(file, src, &e))?;
-    crate::check::validate_families(&model).map_err(|e| format!("error: {file}: {e}"))?;
+    // the catalog's families were validated by `catalog`; the model's own here, in place
+    for f in model.families.iter().filter(|f| !f.from_catalog) {
+        crate::check::validate_families(&Model { families: vec![f.clone()], ..Default::default() })
+            .map_err(|e| diagnostic(file, src, &SyntaxError { span: f.span, message: e }))?;
+    }
     Ok(model)
 }
 
@@ -198,9 +220,6 @@ pub fn read_model(a: &DeriveArgs, families: &[(String, String)]) -> Result<Model
         }
         (None, None) => return Err("error: give a model file or -e 'MODEL'".into()),
     };
-    if src.trim().is_empty() {
-        return Err(format!("error: {file}: the model is empty"));
-    }
     model_from_source(&file, &src, families)
 }
 

@@ -83,6 +83,8 @@ pub struct Family {
     /// what the mean E[T(x)] is called in printed results
     pub mean_name: Option<String>,
     pub from_catalog: bool,
+    /// the `family` statement, in its file (the model or a catalog file)
+    pub span: Span,
 }
 
 impl Family {
@@ -162,6 +164,10 @@ pub fn rational(s: &str) -> Option<Rational64> {
     };
     let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
     let digits: i64 = format!("{int}{frac}").parse().ok()?;
+    if digits == 0 {
+        // zero times any power of ten; the loop below would run |exponent| times
+        return Some(Rational64::from_integer(0));
+    }
     let scale = exp - frac.len() as i32;
     let ten = Rational64::from_integer(10);
     let mut r = Rational64::from_integer(digits);
@@ -334,7 +340,7 @@ impl<'s, 'm> Builder<'s, 'm> {
             None => self.splice(default, e.span)?,
         };
         if self.shape(t) != *pshape {
-            return Err(err(e.span, format!("{} needs a parameter of the shape of `{}`, got {}", fam.name, fam.param, self.shape(t))));
+            return Err(err(e.span, format!("`{x}` is drawn from {} with a parameter that is {pshape}, so p({x} | …) needs one of that shape, not {}", fam.name, self.shape(t))));
         }
         let f = self.leaf(Symbol::from(fam.name.as_str()), Shape::Family);
         let xid = self.leaf(Symbol::from(x.as_str()), v.shape);
@@ -407,6 +413,9 @@ fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxEr
 /// Reads the model's statements, with the catalog families (also model-language text)
 /// declared first.
 pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Model, SyntaxError> {
+    if stmts.is_empty() {
+        return Err(err(Span::default(), "the model is empty: it has no statements, only blanks and comments; write at least `param NAME : TYPE` and `J = …`"));
+    }
     let mut m = Model::default();
     for f in catalog {
         if m.families.iter().any(|g| g.name == f.name) {
@@ -631,7 +640,8 @@ fn subst_dims(s: Shape, bind: &[(Dim, Dim)]) -> Shape {
     }
 }
 
-fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, SyntaxError> {
+/// A family from its declaration; `span` is the statement's place in its file.
+pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, SyntaxError> {
     let dims: Vec<String> =
         f.param_type.dims.iter().chain(&f.var_type.dims).map(|(d, _)| d.clone()).filter(|d| d != "1").collect();
     let (param_shape, pdom) = type_shape(&f.param_type, &dims)?;
@@ -692,5 +702,5 @@ fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, Synt
         None => return Err(err(span, format!("family `{}` needs its sufficient statistic: `T = …`", f.name))),
     };
     let logh = logh.unwrap_or_else(|| RecExpr::from(vec![Node::Num(0.into())]));
-    Ok(Family { name: f.name.clone(), param: f.param.clone(), param_shape, var: f.var.clone(), var_shape, support, stat, logpart, logh, mean_name, from_catalog })
+    Ok(Family { name: f.name.clone(), param: f.param.clone(), param_shape, var: f.var.clone(), var_shape, support, stat, logpart, logh, mean_name, from_catalog, span })
 }
