@@ -392,7 +392,8 @@ pub fn parse_point(model: &Model, text: &str) -> Result<Env<f64>, String> {
         if env.contains_key(&Symbol::from(name)) {
             return Err(format!("`{name}` is given twice"));
         }
-        let json: serde_json::Value = serde_json::from_str(value.trim()).map_err(|e| format!("value of `{name}`: {e}"))?;
+        let json: serde_json::Value = serde_json::from_str(value.trim())
+            .map_err(|e| format!("value of `{name}`: `{}` is not a number, a list of numbers or a list of rows (JSON: {e})", value.trim()))?;
         let num = |x: &serde_json::Value| x.as_f64().ok_or_else(|| format!("value of `{name}`: {x} is not a number"));
         let m: Mat<f64> = match &json {
             serde_json::Value::Array(rows) if rows.iter().all(|r| r.is_array()) => {
@@ -415,6 +416,9 @@ pub fn parse_point(model: &Model, text: &str) -> Result<Env<f64>, String> {
             match d {
                 Dim::One if n != 1 => return Err(format!("`{name}` is {} but the value has {}×{} entries", v.shape, m.nrows(), m.ncols())),
                 Dim::One => {}
+                Dim::Named(s) if n == 0 => {
+                    return Err(format!("`{name}` is {} but the value is empty along {s}: a size is at least 1", v.shape));
+                }
                 Dim::Named(s) => {
                     let fixed = s.as_str().parse::<usize>().ok();
                     let prev = fixed.or_else(|| sizes.get(s.as_str()).copied());
@@ -441,19 +445,55 @@ pub fn parse_point(model: &Model, text: &str) -> Result<Env<f64>, String> {
 }
 
 fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`{name}` must be {why}"));
+    // the value that breaks the domain, as `entry i is x` (or `it is x` for a scalar)
+    let entry = |pred: &dyn Fn(f64) -> bool| {
+        m.iter().position(|x| pred(*x)).map(|i| if m.len() == 1 { format!("it is {}", m[i]) } else { format!("entry {} is {}", i + 1, m[i]) })
+    };
+    let bad = |why: &str, what: String| Err(format!("`{name}` is declared {} but its value is not {why}: {what}", d.name()));
+    if let Some(e) = entry(&|x| !x.is_finite()) {
+        return bad("finite", e);
+    }
     match d {
         Domain::Real => {}
-        Domain::Positive if m.iter().any(|x| *x <= 0.0) => return bad("positive"),
-        Domain::Unit if m.iter().any(|x| !(0.0..=1.0).contains(x)) => return bad("in [0, 1]"),
-        Domain::Binary if m.iter().any(|x| *x != 0.0 && *x != 1.0) => return bad("0 or 1"),
-        Domain::Count if m.iter().any(|x| *x < 0.0 || x.fract() != 0.0) => return bad("a whole number ≥ 0"),
-        Domain::Simplex if m.iter().any(|x| *x < 0.0) || (m.sum() - 1.0).abs() > 1e-9 => return bad("on the simplex (entries ≥ 0 summing to 1)"),
-        Domain::OneHot if m.iter().filter(|x| **x == 1.0).count() != 1 || m.iter().any(|x| *x != 0.0 && *x != 1.0) => return bad("one-hot"),
-        _ => {}
-    }
-    if m.iter().any(|x| !x.is_finite()) {
-        return bad("finite");
+        Domain::Positive => {
+            if let Some(e) = entry(&|x| x <= 0.0) {
+                return bad("positive (every entry > 0)", e);
+            }
+        }
+        Domain::Unit => {
+            if let Some(e) = entry(&|x| !(0.0..=1.0).contains(&x)) {
+                return bad("in [0, 1]", e);
+            }
+        }
+        Domain::Binary => {
+            if let Some(e) = entry(&|x| x != 0.0 && x != 1.0) {
+                return bad("binary (every entry 0 or 1)", e);
+            }
+        }
+        Domain::Count => {
+            if let Some(e) = entry(&|x| x < 0.0 || x.fract() != 0.0) {
+                return bad("a count (every entry a whole number ≥ 0)", e);
+            }
+        }
+        Domain::Simplex => {
+            let why = "on the simplex (entries ≥ 0 summing to 1)";
+            if let Some(e) = entry(&|x| x < 0.0) {
+                return bad(why, e);
+            }
+            if (m.sum() - 1.0).abs() > 1e-9 {
+                return bad(why, format!("the entries sum to {}", m.sum()));
+            }
+        }
+        Domain::OneHot => {
+            let why = "one-hot (one entry 1, the others 0)";
+            if let Some(e) = entry(&|x| x != 0.0 && x != 1.0) {
+                return bad(why, e);
+            }
+            let ones = m.iter().filter(|x| **x == 1.0).count();
+            if ones != 1 {
+                return bad(why, format!("{ones} entries are 1"));
+            }
+        }
     }
     Ok(())
 }
