@@ -5,7 +5,7 @@ use crate::analysis::{Facts, Graph};
 use crate::lang::Node;
 use crate::model::Model;
 use crate::rules::{family_rules, Rule};
-use egg::{CostFunction, Extractor, Id, Language, RecExpr, Runner, SimpleScheduler, StopReason, Symbol};
+use egg::{CostFunction, Extractor, Id, Language, RecExpr, Runner, BackoffScheduler, StopReason, Symbol};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -186,7 +186,9 @@ pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>
     }
     let runner = runner
         .with_egraph(egraph)
-        .with_scheduler(SimpleScheduler)
+        // a rule that matches more than 20 000 times in one iteration sits out a few: one
+        // iteration cannot grow the graph without bound between the limit checks
+        .with_scheduler(BackoffScheduler::default().with_initial_match_limit(20_000))
         .with_iter_limit(limits.iterations)
         .with_node_limit(limits.nodes)
         .with_time_limit(Duration::from_secs_f64(limits.seconds))
