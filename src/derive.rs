@@ -9,7 +9,8 @@ use egg::{CostFunction, Extractor, Id, Language, RecExpr, Runner, BackoffSchedul
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Limits on the e-graph; `EVOLVED_ITERS` and `EVOLVED_NODES` override them.
+/// Limits on the e-graph; `EVOLVED_ITERS`, `EVOLVED_NODES` and `EVOLVED_SECONDS` override
+/// them.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub iterations: usize,
@@ -20,7 +21,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-        Limits { iterations: env("EVOLVED_ITERS", 100), nodes: env("EVOLVED_NODES", 50_000), seconds: 5.0 }
+        let seconds = std::env::var("EVOLVED_SECONDS").ok().and_then(|v| v.parse().ok()).filter(|s: &f64| *s > 0.0).unwrap_or(5.0);
+        Limits { iterations: env("EVOLVED_ITERS", 100), nodes: env("EVOLVED_NODES", 50_000), seconds }
     }
 }
 
@@ -203,12 +205,35 @@ pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>
     Phase { runner, roots }
 }
 
-fn stop_text(r: &Option<StopReason>) -> (String, bool) {
+/// Why a run stopped, and for a limit, how far it got and which rules grew the graph most.
+fn stop_text(runner: &Runner<Node, Facts>) -> (String, bool) {
+    let (text, saturated) = stop_reason(&runner.stop_reason);
+    if saturated {
+        return (text, true);
+    }
+    let mut applied: BTreeMap<String, usize> = BTreeMap::new();
+    for it in &runner.iterations {
+        for (name, n) in &it.applied {
+            *applied.entry(name.to_string()).or_default() += n;
+        }
+    }
+    let mut top: Vec<(String, usize)> = applied.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: Vec<String> = top.iter().take(3).map(|(n, k)| format!("{n} ×{k}")).collect();
+    let far = format!(" after {} iterations, {} e-nodes (most applied: {})", runner.iterations.len(), runner.egraph.total_number_of_nodes(), top.join(", "));
+    let text = match text.split_once(';') {
+        Some((what, hint)) => format!("{what}{far};{hint}"),
+        None => text + &far,
+    };
+    (text, false)
+}
+
+fn stop_reason(r: &Option<StopReason>) -> (String, bool) {
     match r {
         Some(StopReason::Saturated) => ("saturated".to_string(), true),
         Some(StopReason::IterationLimit(n)) => (format!("stopped at the iteration limit ({n}); raise EVOLVED_ITERS"), false),
         Some(StopReason::NodeLimit(n)) => (format!("stopped at the node limit ({n}); raise EVOLVED_NODES"), false),
-        Some(StopReason::TimeLimit(t)) => (format!("stopped at the time limit ({t:.1} s)"), false),
+        Some(StopReason::TimeLimit(t)) => (format!("stopped at the time limit ({t:.1} s); raise EVOLVED_SECONDS"), false),
         Some(StopReason::Other(s)) => (s.clone(), false),
         None => ("not run".to_string(), false),
     }
@@ -416,9 +441,9 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             *applied.entry(name.to_string()).or_default() += n;
         }
     }
-    let (stop1, sat1) = stop_text(&first.runner.stop_reason);
-    let (stop_h, sat_h) = stop_text(&second_stage.runner.stop_reason);
-    let (stop2, sat2) = stop_text(&second.runner.stop_reason);
+    let (stop1, sat1) = stop_text(&first.runner);
+    let (stop_h, sat_h) = stop_text(&second_stage.runner);
+    let (stop2, sat2) = stop_text(&second.runner);
     let stop = if !sat1 {
         format!("gradient derivation {stop1}")
     } else if !sat_h {

@@ -178,3 +178,19 @@ claim hess J = diag(p) - outer(p, p)";
     let (code, out, _) = evolved(&["derive", "-e", &ok]);
     assert_eq!(code, 0, "{out}");
 }
+
+#[test]
+fn a_limit_hit_says_how_far_it_got_and_which_rules_grew_the_graph() {
+    let terms: Vec<String> = (0..30).map(|i| format!("c{i} * log(1 + exp(dot(a{i}, w)))")).collect();
+    let decls: String = (0..30).map(|i| format!("data a{i} : R^d; data c{i} : R; ")).collect();
+    let model = format!("dim d; param w : R^d; {decls}J = {}; derive grad J", terms.join(" + "));
+    let out = Command::new(env!("CARGO_BIN_EXE_evolved"))
+        .args(["derive", "-e", &model, "--no-check"])
+        .env("EVOLVED_NODES", "400")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let note = text.lines().find(|l| l.starts_with("note: the rewriting")).unwrap_or_else(|| panic!("{text}"));
+    assert!(note.contains("stopped at the node limit") && note.contains("iterations") && note.contains("most applied: ") && note.contains("raise EVOLVED_NODES"), "{note}");
+}
