@@ -107,7 +107,12 @@ pub fn lhs(model: &Model, r: &Derived, style: Style) -> String {
 
 /// `p = E[x] = softmax(θ)` or `A(θ) = log 1ᵀexp(θ)`.
 pub fn definition_line(model: &Model, d: &Definition, all: &[Definition], style: Style) -> String {
-    let named = Printer { names: names(model, all, style), ..Printer::new(model, style) };
+    definition_line_named(model, d, &names(model, all, style), style)
+}
+
+/// `definition_line` with the names of all definitions computed once by the caller.
+pub fn definition_line_named(model: &Model, d: &Definition, names: &[(RecExpr<Node>, String)], style: Style) -> String {
+    let named = Printer { names: names.to_vec(), ..Printer::new(model, style) };
     let plain = Printer::new(model, style);
     let mut parts = vec![];
     let orphan_mean = match d.term.as_ref().last() {
@@ -292,7 +297,8 @@ impl Outcome<'_> {
         }
         out.push_str(&self.steps_text(style));
         if !d.definitions.is_empty() {
-            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, style)).collect();
+            let named = names(m, &d.definitions, style);
+            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line_named(m, x, &named, style)).collect();
             out.push_str(&format!("where {}\n", defs.join(";  ")));
         }
         if !d.assumptions.is_empty() {
@@ -498,7 +504,8 @@ impl Outcome<'_> {
             })
             .collect();
         if !d.definitions.is_empty() {
-            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line(m, x, &d.definitions, Style::Latex)).collect();
+            let named = names(m, &d.definitions, Style::Latex);
+            let defs: Vec<String> = d.definitions.iter().map(|x| definition_line_named(m, x, &named, Style::Latex)).collect();
             rows.push(format!("&\\text{{where }} {}", defs.join(";\\quad ")));
         }
         if !d.assumptions.is_empty() {
@@ -543,10 +550,11 @@ impl Outcome<'_> {
                 o
             })
             .collect();
+        let (uni, tex_names) = (names(m, &d.definitions, Style::Unicode), names(m, &d.definitions, Style::Latex));
         let defs: Vec<Value> = d
             .definitions
             .iter()
-            .map(|x| json!({"text": definition_line(m, x, &d.definitions, Style::Unicode), "latex": definition_line(m, x, &d.definitions, Style::Latex), "closed_form": x.explicit.is_some()}))
+            .map(|x| json!({"text": definition_line_named(m, x, &uni, Style::Unicode), "latex": definition_line_named(m, x, &tex_names, Style::Latex), "closed_form": x.explicit.is_some()}))
             .collect();
         let rules: Vec<Value> = d
             .rules_applied
