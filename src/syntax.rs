@@ -639,7 +639,7 @@ impl<'a> Src<'a> {
                         d.span = self.span(start, r2);
                         Ok((r2, Some(d)))
                     }
-                    _ => fail(j, &format!("expected {}", allowed.iter().map(|a| format!("`{word} {a}`")).collect::<Vec<_>>().join(" or "))),
+                    _ => fail(j, format!("expected {}", allowed.iter().map(|a| format!("`{word} {a}`")).collect::<Vec<_>>().join(" or "))),
                 };
             }
         }
