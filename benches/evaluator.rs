@@ -12,32 +12,13 @@
 //!
 //! `cargo bench --bench evaluator` — options after `--`: `--k 1000,4000`,
 //! `--family-k 300` (0: skip the `as derived` rows).
-use egg::{Id, Language, RecExpr, Symbol};
-use evolved::derive::{derive, subterm, Limits};
+use egg::{RecExpr, Symbol};
+use evolved::derive::{derive, replace, Limits};
 use evolved::eval::{Env, Evaluator, Mat};
 use evolved::lang::Node;
 use std::time::{Duration, Instant};
 
 const SEED: &str = include_str!("../examples/softmax_cross_entropy.ef");
-
-/// `t` with every subterm equal to `from` replaced by `to`.
-fn replace(t: &RecExpr<Node>, from: &RecExpr<Node>, to: &RecExpr<Node>) -> RecExpr<Node> {
-    let mut out: RecExpr<Node> = RecExpr::default();
-    let mut map: Vec<Id> = vec![];
-    for (i, n) in t.as_ref().iter().enumerate() {
-        let id = if subterm(t, Id::from(i)) == *from {
-            let base = out.as_ref().len();
-            for m in to.as_ref() {
-                out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
-            }
-            Id::from(out.as_ref().len() - 1)
-        } else {
-            out.add(n.clone().map_children(|c| map[usize::from(c)]))
-        };
-        map.push(id);
-    }
-    out
-}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())

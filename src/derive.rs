@@ -52,7 +52,7 @@ pub type Trail = Vec<(usize, RecExpr<Node>, RecExpr<Node>)>;
 #[derive(Clone, Debug)]
 pub struct Stage {
     pub name: &'static str,
-    pub rules: Vec<Rule>,
+    pub rules: std::sync::Arc<[Rule]>,
     /// rules derived from others (a family's E[T] in closed form): steps avoid them when
     /// they can, so that they show the identities
     pub shortcuts: Vec<Rule>,
@@ -251,7 +251,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     };
     let foreign: Vec<Symbol> =
         (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
-    let derive_set: Vec<Rule> = all.iter().filter(|r| r.derive).cloned().collect();
+    let derive_set: std::sync::Arc<[Rule]> = all.iter().filter(|r| r.derive).cloned().collect();
     let derive_rules = compile(&derive_set.iter().collect::<Vec<_>>())?;
     let tidy_rules = compile(&all.iter().collect::<Vec<_>>())?;
 
@@ -404,7 +404,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
                 _ => Some(fam.logpart.clone()),
             };
             let arg = subterm(t, *arg);
-            quantities.push((sub, closed.map(|c| substitute(&c, Symbol::from(fam.param.as_str()), &arg))));
+            quantities.push((sub, closed.map(|c| replace(&c, &RecExpr::from(vec![Node::Symbol(Symbol::from(fam.param.as_str()))]), &arg))));
         }
     }
 
@@ -412,7 +412,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut tidy_terms: Vec<RecExpr<Node>> = order.iter().map(|&i| derived[i].clone()).collect();
     tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
     let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
-    stages.push(Stage { name: "tidy", rules: all.clone(), shortcuts: vec![], terms: tidy_terms.clone() });
+    stages.push(Stage { name: "tidy", rules: all.into(), shortcuts: vec![], terms: tidy_terms.clone() });
     let g2 = &second.runner.egraph;
     let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
     let ex2_hvp = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true });
@@ -518,14 +518,16 @@ pub(crate) fn on_top(term: &RecExpr<Node>, sym: &str, top: impl FnOnce(Id, Id) -
     t
 }
 
-/// `e` with the symbol `s` replaced by the term `by`.
-pub fn substitute(e: &RecExpr<Node>, s: Symbol, by: &RecExpr<Node>) -> RecExpr<Node> {
+/// `e` with every subterm equal to `from` (a symbol, or any term) replaced by `to`.
+pub fn replace(e: &RecExpr<Node>, from: &RecExpr<Node>, to: &RecExpr<Node>) -> RecExpr<Node> {
+    let root = from.as_ref().last();
     let mut out = RecExpr::default();
     let mut map: Vec<Id> = vec![];
-    for n in e.iter() {
-        let id = if *n == Node::Symbol(s) {
+    for (i, n) in e.iter().enumerate() {
+        // compare whole subterms only where the top node matches
+        let id = if root.is_some_and(|r| r.matches(n)) && subterm(e, Id::from(i)) == *from {
             let base = out.as_ref().len();
-            for m in by.iter() {
+            for m in to.iter() {
                 out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
             }
             Id::from(out.as_ref().len() - 1)

@@ -133,24 +133,31 @@ impl Builder<'_> {
     }
 }
 
+impl IExpr {
+    /// The same node with `f` applied to each direct subexpression.
+    fn map(self, f: &dyn Fn(IExpr) -> IExpr) -> IExpr {
+        let g = |x: Box<IExpr>| b(f(*x));
+        match self {
+            Add(x, y) => Add(g(x), g(y)),
+            Sub(x, y) => Sub(g(x), g(y)),
+            Mul(x, y) => Mul(g(x), g(y)),
+            Div(x, y) => Div(g(x), g(y)),
+            Pow(x, y) => Pow(g(x), g(y)),
+            Neg(x) => Neg(g(x)),
+            Func(n, x) => Func(n, g(x)),
+            Sum(k, t, a, x) => Sum(k, t, a, g(x)),
+            leaf => leaf,
+        }
+    }
+}
+
 /// Σₗ δₖₗ f(l) = f(k): sums over a Kronecker delta collapse.
 fn collapse(e: IExpr) -> IExpr {
-    let c = |x: Box<IExpr>| b(collapse(*x));
-    match e {
-        Sum(l, r, a, body) => {
-            let body = collapse(*body);
-            match delta_partner(&body, l) {
-                Some(k) => collapse(rename(without_delta(body, l, k), l, k)),
-                None => Sum(l, r, a, b(body)),
-            }
-        }
-        Add(x, y) => Add(c(x), c(y)),
-        Sub(x, y) => Sub(c(x), c(y)),
-        Mul(x, y) => Mul(c(x), c(y)),
-        Div(x, y) => Div(c(x), c(y)),
-        Pow(x, y) => Pow(c(x), c(y)),
-        Neg(x) => Neg(c(x)),
-        Func(f, x) => Func(f, c(x)),
+    match e.map(&collapse) {
+        Sum(l, r, a, body) => match delta_partner(&body, l) {
+            Some(k) => collapse(rename(without_delta(*body, l, k), l, k)),
+            None => Sum(l, r, a, body),
+        },
         other => other,
     }
 }
@@ -177,21 +184,14 @@ fn without_delta(e: IExpr, l: Idx, k: Idx) -> IExpr {
 }
 
 fn rename(e: IExpr, from: Idx, to: Idx) -> IExpr {
-    let r = |x: Box<IExpr>| b(rename(*x, from, to));
     let f = |i: Idx| if i == from { to } else { i };
-    match e {
+    let e = match e {
         Entry(t, n, ix) => Entry(t, n, ix.into_iter().map(f).collect()),
         Delta(x, y) => Delta(f(x), f(y)),
-        Add(x, y) => Add(r(x), r(y)),
-        Sub(x, y) => Sub(r(x), r(y)),
-        Mul(x, y) => Mul(r(x), r(y)),
-        Div(x, y) => Div(r(x), r(y)),
-        Pow(x, y) => Pow(r(x), r(y)),
-        Neg(x) => Neg(r(x)),
-        Func(n, x) => Func(n, r(x)),
-        Sum(k, t, a, x) => Sum(f(k), t, a, r(x)),
+        Sum(k, t, a, x) => Sum(f(k), t, a, x),
         other => other,
-    }
+    };
+    e.map(&|c| rename(c, from, to))
 }
 
 /// Entry (i, j) of a derived term (index 0 is i, 1 is j), or why there is none.

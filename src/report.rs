@@ -158,32 +158,23 @@ fn property(m: &Model, r: &Derived, style: Style) -> Option<String> {
     let st = structure(m, r)?;
     let wrt = name(r.wrt.as_deref().unwrap_or(""), style);
     let loss = name(&r.loss, style);
-    let (ge, ones) = match style {
-        Style::Unicode => ("⪰ 0", "𝟙"),
-        Style::Ascii => (">= 0", "1"),
-        Style::Latex => ("\\succeq 0", "\\mathbf{1}"),
+    let mut out = match (&st.form, style) {
+        (Form::Covariance, Style::Latex) => format!("\\succeq 0\\text{{: a covariance, so }}{loss}\\text{{ is convex in }}{wrt}"),
+        (Form::Covariance, Style::Ascii) => format!(">= 0: a covariance, so {loss} is convex in {wrt}"),
+        (Form::Covariance, Style::Unicode) => format!("⪰ 0: a covariance, so {loss} is convex in {wrt}"),
+        (Form::DiagMinusOuter, Style::Latex) => "\\operatorname{diag}(a) - a a^{\\top}".to_string(),
+        (Form::DiagMinusOuter, Style::Ascii) => "diag(a) - a a'".to_string(),
+        (Form::DiagMinusOuter, Style::Unicode) => "diag(a) − a aᵀ".to_string(),
+        (Form::Gram, Style::Latex) => "X^{\\top} D X\\text{: }\\succeq 0\\text{ where }D \\succeq 0".to_string(),
+        (Form::Gram, Style::Ascii) => "X' D X: >= 0 where D >= 0".to_string(),
+        (Form::Gram, Style::Unicode) => "Xᵀ D X: ⪰ 0 where D ⪰ 0".to_string(),
     };
-    let words = |w: &str| if style == Style::Latex { format!("\\text{{{w}}}") } else { w.to_string() };
-    let mut out = match st.form {
-        Form::Covariance => format!("{ge}{}{loss}{}{wrt}", words(": a covariance, so "), words(" is convex in ")),
-        Form::DiagMinusOuter => words("diag(a) − a aᵀ").replace('−', if style == Style::Unicode { "−" } else { "-" }).replace("aᵀ", if style == Style::Unicode { "aᵀ" } else { "a'" }),
-        Form::Gram => format!("{}{ge}{}", words("Xᵀ D X: "), words(" where D ⪰ 0")),
-    };
-    if style != Style::Unicode && st.form != Form::Covariance {
-        out = match st.form {
-            Form::DiagMinusOuter if style == Style::Latex => "\\operatorname{diag}(a) - a a^{\\top}".to_string(),
-            Form::DiagMinusOuter => "diag(a) - a a'".to_string(),
-            Form::Gram if style == Style::Latex => format!("X^{{\\top}} D X{}{ge}{}", words(": "), words(" where ") + "D \\succeq 0"),
-            _ => "X' D X: >= 0 where D >= 0".to_string(),
-        };
-    }
     if st.ones_null {
-        let null = match style {
-            Style::Latex => format!("{}\\mathbf{{1}}^{{\\top}} x = 1{}{ones}", words("; since "), words(", its null space holds ")),
-            Style::Ascii => format!("; since sum(x) = 1, its null space holds {ones}"),
-            Style::Unicode => format!("; since 𝟙ᵀx = 1, its null space holds {ones}"),
-        };
-        out.push_str(&null);
+        out.push_str(match style {
+            Style::Latex => "\\text{; since }\\mathbf{1}^{\\top} x = 1\\text{, its null space holds }\\mathbf{1}",
+            Style::Ascii => "; since sum(x) = 1, its null space holds 1",
+            Style::Unicode => "; since 𝟙ᵀx = 1, its null space holds 𝟙",
+        });
     }
     Some(out)
 }

@@ -53,7 +53,7 @@ pub struct Steps {
 /// listed one by one; otherwise each folds into the step before it, and neighbouring
 /// steps for the same reason are merged.
 pub fn explain(model: &Model, d: &Derivation, limits: &Limits, all: bool) -> Result<Vec<Steps>, String> {
-    let every: &[Rule] = d.stages.last().map_or(&[], |s| &s.rules);
+    let every: &[Rule] = d.stages.last().map_or(&[], |s| &*s.rules);
     let shortcuts: Vec<Rule> = d.stages.iter().flat_map(|s| s.shortcuts.iter().cloned()).collect();
     // every rule at once can grow fast: small limits, then the staged way
     let direct_limits = Limits { seconds: limits.seconds.min(0.5), nodes: limits.nodes.min(4000), iterations: limits.iterations };
