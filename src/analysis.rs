@@ -50,7 +50,7 @@ impl Facts {
         if let Some((sh, _)) = self.vars.get(&s) {
             return Some(*sh);
         }
-        self.families.get(&s).map(|_| Shape::Family)
+        self.families.get(&s).map(|_| Shape::Family).or_else(|| crate::lang::constant_symbol(s).map(|_| crate::lang::SCALAR))
     }
 }
 

@@ -132,6 +132,7 @@ fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat
     match domain {
         Domain::Real => Mat::from_fn(rows, cols, |_, _| rng.random_range(-2.0..2.0)),
         Domain::Positive => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.2..3.0)),
+        Domain::Negative => Mat::from_fn(rows, cols, |_, _| -rng.random_range(0.2..3.0)),
         Domain::Unit => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.0..1.0)),
         Domain::Binary => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..2) as f64),
         Domain::Count => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..9) as f64),
@@ -353,8 +354,8 @@ pub fn validate_families(model: &Model) -> Result<(), String> {
             Shape::Family => continue,
         };
         for _ in 0..3 {
-            let eta = Mat::from_fn(n, 1, |_, _| rng.random_range(-2.0..2.0));
-            if let Some(total) = ev.total_probability(f, &eta).map_err(|e| format!("family {}: {e}", f.name))? {
+            let (eta, env) = family_point(f, n, &mut rng)?;
+            if let Some(total) = ev.total_probability(f, &eta, &env).map_err(|e| format!("family {}: {e}", f.name))? {
                 if !((total - 1.0).abs() <= 1e-9) {
                     return Err(format!(
                         "family {}: A is not the log-partition of T on its support: the probabilities sum to {total} at {} = {:?}",
@@ -367,6 +368,34 @@ pub fn validate_families(model: &Model) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A random member of a family with an n-long natural parameter: η (from a usual
+/// parameter drawn from its domain, when the family has one, else from η's own domain)
+/// and values of its known parameters.
+pub fn family_point(f: &crate::model::Family, n: usize, rng: &mut ChaCha8Rng) -> Result<(Mat<f64>, Env<f64>), String> {
+    let mut env = Env::new();
+    for (k, sh, dom) in &f.known {
+        let Shape::Mat(r, c) = sh else { continue };
+        let size = |d: &Dim| if *d == Dim::One { 1 } else { n };
+        let mut v = sample(rng, size(r), size(c), *dom);
+        if *dom == Domain::Count {
+            // a known count such as binomial's n: at least 1
+            v = v.map(|x| x + 1.0);
+        }
+        env.insert(Symbol::from(k.as_str()), v);
+    }
+    let eta = match f.usual.first() {
+        Some(u) => {
+            let Shape::Mat(r, c) = u.shape else { unreachable!() };
+            let size = |d: Dim| if d == Dim::One { 1 } else { n };
+            let mut e = env.clone();
+            e.insert(Symbol::from(u.name.as_str()), sample(rng, size(r), size(c), u.domain));
+            Evaluator::new(&Model::default()).eval(&u.eta, &e)?
+        }
+        None => sample(rng, n, 1, f.param_domain),
+    };
+    Ok((eta, env))
 }
 
 /// The parameters and data of a point, as `--at` text.
@@ -458,6 +487,11 @@ fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
         Domain::Positive => {
             if let Some(e) = entry(&|x| x <= 0.0) {
                 return bad("positive (every entry > 0)", e);
+            }
+        }
+        Domain::Negative => {
+            if let Some(e) = entry(&|x| x >= 0.0) {
+                return bad("negative (every entry < 0)", e);
             }
         }
         Domain::Unit => {

@@ -137,7 +137,11 @@ impl CostFunction<Node> for EvolvedCost<'_> {
         }
         let mut text = enode.to_string();
         for (i, c) in enode.children().iter().enumerate() {
-            let (b, f, o, s, t) = costs(*c);
+            let (b, f, o, mut s, t) = costs(*c);
+            // a literal exponent is part of the power's symbol: a² is smaller than a·a
+            if i == 1 && matches!(enode, Node::Pow(_)) && self.egraph[*c].data.constant.is_some() {
+                s = 0;
+            }
             // the family's name costs nothing
             if i == 0 && enode.is_family_quantity() {
                 text.push_str(&format!(" {t}"));
@@ -334,9 +338,10 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             }
             let closed = family_mean(model, fam, &derive_rules, &foreign, limits);
             if let Some(c) = &closed {
-                let rule = crate::rules::mean_rule(fam, c);
-                hessian_rules.push(rule.rewrite()?);
-                shortcuts.push(rule);
+                for rule in crate::rules::mean_rule(fam, c) {
+                    hessian_rules.push(rule.rewrite()?);
+                    shortcuts.push(rule);
+                }
             }
             means.insert(fam.name.clone(), closed);
         }
@@ -401,6 +406,13 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
                     .entry(fam.name.clone())
                     .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
                     .clone(),
+                // a scalar family at a vector: the members' A summed
+                _ if fam.param_shape.is_scalar() && !model.is_scalar_term(&subterm(t, *arg)) => {
+                    let mut a = fam.logpart.clone();
+                    let root = Id::from(a.as_ref().len() - 1);
+                    a.add(Node::Sum(root));
+                    Some(a)
+                }
                 _ => Some(fam.logpart.clone()),
             };
             let arg = subterm(t, *arg);
@@ -494,6 +506,9 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     let eta = Symbol::from(fam.param.as_str());
     let mut facts = Facts::new(model);
     facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
+    for (k, shape, domain) in &fam.known {
+        facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
+    }
     let t = gradient(&fam.logpart, &fam.param);
     let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
     let g = &phase.runner.egraph;

@@ -22,6 +22,19 @@ pub trait Scalar:
     fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
     fn powi(self, n: i32) -> Self;
+    fn exp_m1(self) -> Self;
+    fn sqrt(self) -> Self;
+    /// log Γ
+    fn lgamma(self) -> Self;
+    /// ψ⁽ⁿ⁾
+    fn polygamma(self, n: u32) -> Self;
+    /// |x|, and its derivative's sign
+    fn abs(self) -> Self {
+        if self.re() < 0.0 { -self } else { self }
+    }
+    fn sign(self) -> Self {
+        Self::of(if self.re() > 0.0 { 1.0 } else if self.re() < 0.0 { -1.0 } else { 0.0 })
+    }
 }
 
 impl Scalar for f64 {
@@ -43,6 +56,23 @@ impl Scalar for f64 {
     fn powi(self, n: i32) -> Self {
         f64::powi(self, n)
     }
+    fn exp_m1(self) -> Self {
+        f64::exp_m1(self)
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn lgamma(self) -> Self {
+        crate::special::lgamma(self)
+    }
+    fn polygamma(self, n: u32) -> Self {
+        crate::special::polygamma(n, self)
+    }
+}
+
+/// f(x) for a hyper-dual x, from f, f′ and f″ at its real part.
+fn chain(x: HyperDual64, f0: f64, f1: f64, f2: f64) -> HyperDual64 {
+    HyperDual64::new(f0, x.eps1 * f1, x.eps2 * f1, x.eps1eps2 * f1 + x.eps1 * x.eps2 * f2)
 }
 
 impl Scalar for HyperDual64 {
@@ -63,6 +93,20 @@ impl Scalar for HyperDual64 {
     }
     fn powi(self, n: i32) -> Self {
         DualNum::powi(&self, n)
+    }
+    fn exp_m1(self) -> Self {
+        DualNum::exp_m1(&self)
+    }
+    fn sqrt(self) -> Self {
+        DualNum::sqrt(&self)
+    }
+    fn lgamma(self) -> Self {
+        use crate::special::{lgamma, polygamma};
+        chain(self, lgamma(self.re), polygamma(0, self.re), polygamma(1, self.re))
+    }
+    fn polygamma(self, n: u32) -> Self {
+        use crate::special::polygamma;
+        chain(self, polygamma(n, self.re), polygamma(n + 1, self.re), polygamma(n + 2, self.re))
     }
 }
 
@@ -155,11 +199,33 @@ impl<'m> Evaluator<'m> {
         }
     }
 
-    /// A(η) of a family, at η.
-    fn logpart<S: Scalar>(&self, f: &Family, eta: Mat<S>) -> Result<S, String> {
-        let mut env = Env::new();
+    /// A(η) of a family, at η, in an environment that holds the model's values (known
+    /// parameters of the family may be data). A scalar family at a vector η is a vector
+    /// of independent members: its A is the sum.
+    fn logpart<S: Scalar>(&self, f: &Family, eta: Mat<S>, env: &Env<S>) -> Result<S, String> {
+        let mut env = env.clone();
         env.insert(Symbol::from(f.param.as_str()), eta);
-        Ok(self.eval(&f.logpart, &env)?[(0, 0)])
+        let a = self.eval(&f.logpart, &env)?;
+        Ok(a.iter().fold(S::of(0.0), |acc, x| acc + *x))
+    }
+
+    /// T(x) and log h(x) (summed over independent members).
+    fn stat_logh<S: Scalar>(&self, f: &Family, x: Mat<S>, env: &Env<S>) -> Result<(Mat<S>, S), String> {
+        let mut e = env.clone();
+        e.insert(Symbol::from(f.var.as_str()), x);
+        let stat = self.eval(&f.stat, &e)?;
+        let logh = self.eval(&f.logh, &e)?.iter().fold(S::of(0.0), |acc, x| acc + *x);
+        Ok((stat, logh))
+    }
+
+    /// log p(x | η) = ηᵀT(x) + log h(x) − A(η), with A given.
+    fn log_density<S: Scalar>(&self, f: &Family, x: Mat<S>, eta: &Mat<S>, a: S, env: &Env<S>) -> Result<S, String> {
+        let (stat, logh) = self.stat_logh(f, x, env)?;
+        if stat.len() != eta.len() {
+            return Err(format!("T(x) of {} and its parameter differ in shape", f.name));
+        }
+        let dot = stat.iter().zip(eta.iter()).fold(S::of(0.0), |acc, (s, t)| acc + *s * *t);
+        Ok(dot + logh - a)
     }
 
     /// The values of x when the support is finite and its size follows from η:
@@ -169,25 +235,69 @@ impl<'m> Evaluator<'m> {
             Domain::OneHot if f.var_shape == f.param_shape => {
                 Some((0..n).map(|i| Mat::from_fn(n, 1, |r, _| (r == i) as u8 as f64)).collect())
             }
-            Domain::Binary if f.var_shape == crate::lang::SCALAR => Some(vec![Mat::from_element(1, 1, 0.0), Mat::from_element(1, 1, 1.0)]),
+            Domain::Binary if f.var_shape == crate::lang::SCALAR && n == 1 => Some(vec![Mat::from_element(1, 1, 0.0), Mat::from_element(1, 1, 1.0)]),
             _ => None,
         }
     }
 
-    /// E[T] and E[T Tᵀ] by summing over a finite support, in the caller's numbers.
-    pub fn support_moments<S: Scalar>(&self, f: &Family, eta: &Mat<S>) -> Result<Option<(Mat<S>, Mat<S>)>, String> {
-        let Some(xs) = self.support(f, eta.nrows()) else { return Ok(None) };
-        let a = self.logpart(f, eta.clone())?;
+    /// The values of a scalar count x worth summing over at η: 0, 1, 2, … until the
+    /// probabilities are negligible (at most 200 000 of them); `None` when more would be
+    /// needed or the support is not a count.
+    fn count_support(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<Option<usize>, String> {
+        if f.support != Domain::Count || f.var_shape != crate::lang::SCALAR || eta.len() != 1 {
+            return Ok(None);
+        }
+        let a = self.logpart(f, eta.clone(), env)?;
+        let (mut total, mut peak) = (0.0f64, f64::NEG_INFINITY);
+        for x in 0..200_000usize {
+            let lp = self.log_density(f, Mat::from_element(1, 1, x as f64), eta, a, env)?;
+            let p = if lp.is_nan() { 0.0 } else { lp.exp() };
+            total += p;
+            peak = peak.max(lp);
+            // past the mode, stop once a term no longer counts
+            if x > 10 && lp < peak && p <= 1e-18 * total {
+                return Ok(Some(x + 1));
+            }
+        }
+        Ok(None)
+    }
+
+    /// E[T] and E[T Tᵀ] by summing over a finite or count support, in the caller's numbers
+    /// (so differentiable in η); a scalar family at a vector η is summed member by member.
+    pub fn support_moments<S: Scalar>(&self, f: &Family, eta: &Mat<S>, env: &Env<S>) -> Result<Option<(Mat<S>, Mat<S>)>, String> {
         let n = eta.nrows();
+        if f.param_shape.is_scalar() && n > 1 {
+            let mut mean = Mat::from_element(n, 1, S::of(0.0));
+            let mut var = vec![];
+            for i in 0..n {
+                let Some((m, s)) = self.support_moments(f, &Mat::from_element(1, 1, eta[(i, 0)]), env)? else { return Ok(None) };
+                mean[(i, 0)] = m[(0, 0)];
+                var.push(s[(0, 0)] - m[(0, 0)] * m[(0, 0)]);
+            }
+            let second = Mat::from_fn(n, n, |i, j| mean[(i, 0)] * mean[(j, 0)] + if i == j { var[i] } else { S::of(0.0) });
+            return Ok(Some((mean, second)));
+        }
+        let xs = match self.support(f, n) {
+            Some(xs) => xs,
+            None => {
+                let real: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|x| x.re()))).collect();
+                match self.count_support(f, &eta.map(|x| x.re()), &real)? {
+                    Some(len) => (0..len).map(|x| Mat::from_element(1, 1, x as f64)).collect(),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let a = self.logpart(f, eta.clone(), env)?;
         let mut mean = Mat::from_element(n, 1, S::of(0.0));
         let mut second = Mat::from_element(n, n, S::of(0.0));
         for x in xs {
-            let mut e = Env::new();
-            e.insert(Symbol::from(f.var.as_str()), x.map(S::of));
-            let stat = self.eval(&f.stat, &e)?;
-            let logh = self.eval(&f.logh, &e)?[(0, 0)];
-            let dot = stat.iter().zip(eta.iter()).fold(S::of(0.0), |acc, (s, t)| acc + *s * *t);
-            let w = (dot + logh - a).exp();
+            let xv = x.map(S::of);
+            let (stat, _) = self.stat_logh(f, xv.clone(), env)?;
+            let lp = self.log_density(f, xv, eta, a, env)?;
+            if lp.re().is_nan() || lp.re() == f64::NEG_INFINITY {
+                continue;
+            }
+            let w = lp.exp();
             mean = zip(&mean, &stat.map(|s| s * w), |p, q| p + q)?;
             let tt = matmul(&stat, &stat.transpose())?;
             second = zip(&second, &tt.map(|s| s * w), |p, q| p + q)?;
@@ -196,29 +306,26 @@ impl<'m> Evaluator<'m> {
     }
 
     /// Σₓ h(x) exp(ηᵀT(x) − A(η)) over a finite support: 1 when A is the log-partition.
-    pub fn total_probability(&self, f: &Family, eta: &Mat<f64>) -> Result<Option<f64>, String> {
+    pub fn total_probability(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<Option<f64>, String> {
         let Some(xs) = self.support(f, eta.nrows()) else { return Ok(None) };
-        let a = self.logpart(f, eta.clone())?;
+        let a = self.logpart(f, eta.clone(), env)?;
         let mut total = 0.0;
         for x in xs {
-            let mut e = Env::new();
-            e.insert(Symbol::from(f.var.as_str()), x);
-            let stat = self.eval(&f.stat, &e)?;
-            let logh = self.eval(&f.logh, &e)?[(0, 0)];
-            total += (stat.dot(eta) + logh - a).exp();
+            total += self.log_density(f, x, eta, a, env)?.exp();
         }
         Ok(Some(total))
     }
 
     /// E[T] and Cov[T] at η: the gradient and Hessian of A by hyper-dual numbers.
-    pub fn moments(&self, f: &Family, eta: &Mat<f64>) -> Result<(Mat<f64>, Mat<f64>), String> {
+    pub fn moments(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<(Mat<f64>, Mat<f64>), String> {
         let n = eta.nrows();
+        let lifted: Env<HyperDual64> = env.iter().map(|(k, v)| (*k, v.map(HyperDual64::from))).collect();
         let mut g = Mat::zeros(n, 1);
         let mut h = Mat::zeros(n, n);
         for i in 0..n {
             for j in i..n {
                 let e = Mat::from_fn(n, 1, |r, _| HyperDual64::new(eta[(r, 0)], (r == i) as u8 as f64, (r == j) as u8 as f64, 0.0));
-                let a = self.logpart(f, e)?;
+                let a = self.logpart(f, e, &lifted)?;
                 g[(i, 0)] = a.eps1;
                 h[(i, j)] = a.eps1eps2;
                 h[(j, i)] = a.eps1eps2;
@@ -227,14 +334,65 @@ impl<'m> Evaluator<'m> {
         Ok((g, h))
     }
 
+    /// KL(F(η₁) ‖ F(η₂)) = Σₓ p₁(x) (log p₁(x) − log p₂(x)), summed over a finite or count
+    /// support; on other supports from A and its dual-number gradient (the Bregman form
+    /// A(η₂) − A(η₁) − (η₂ − η₁)ᵀ∇A(η₁), which holds for every exponential family).
+    fn kl<S: Scalar>(&self, f: &Family, e1: &Mat<S>, e2: &Mat<S>, env: &Env<S>) -> Result<S, String> {
+        let n = e1.nrows();
+        if f.param_shape.is_scalar() && n > 1 {
+            let mut total = S::of(0.0);
+            for i in 0..n {
+                total = total + self.kl(f, &Mat::from_element(1, 1, e1[(i, 0)]), &Mat::from_element(1, 1, e2[(i, 0)]), env)?;
+            }
+            return Ok(total);
+        }
+        let real: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|x| x.re()))).collect();
+        let xs = match self.support(f, n) {
+            Some(xs) => Some(xs),
+            None => self.count_support(f, &e1.map(|x| x.re()), &real)?.map(|len| (0..len).map(|x| Mat::from_element(1, 1, x as f64)).collect()),
+        };
+        let (a1, a2) = (self.logpart(f, e1.clone(), env)?, self.logpart(f, e2.clone(), env)?);
+        match xs {
+            Some(xs) => {
+                let mut total = S::of(0.0);
+                for x in xs {
+                    let xv = x.map(S::of);
+                    let l1 = self.log_density(f, xv.clone(), e1, a1, env)?;
+                    if l1.re().is_nan() || l1.re() == f64::NEG_INFINITY {
+                        continue;
+                    }
+                    let l2 = self.log_density(f, xv, e2, a2, env)?;
+                    total = total + l1.exp() * (l1 - l2);
+                }
+                Ok(total)
+            }
+            None => {
+                let (m, _) = self.moments(f, &e1.map(|x| x.re()), &real)?;
+                let dot = (0..n).fold(S::of(0.0), |acc, i| acc + (e2[(i, 0)] - e1[(i, 0)]) * S::of(m[(i, 0)]));
+                Ok(a2 - a1 - dot)
+            }
+        }
+    }
+
     fn at<S: Scalar>(&self, t: &RecExpr<Node>, id: Id, env: &Env<S>) -> Result<Mat<S>, String> {
         let ev = |c: Id| self.at(t, c, env);
         let one = S::of(1.0);
         Ok(match &t[id] {
             Node::Num(r) => scalar(S::of(*r.numer() as f64 / *r.denom() as f64)),
-            Node::Symbol(s) => env.get(s).cloned().ok_or_else(|| format!("no value for `{s}`"))?,
+            Node::Symbol(s) => match env.get(s) {
+                Some(v) => v.clone(),
+                None => scalar(S::of(crate::lang::constant_symbol(*s).ok_or_else(|| format!("no value for `{s}`"))?)),
+            },
             Node::Add([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x + y)?,
-            Node::Sub([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x - y)?,
+            Node::Sub([a, b]) => {
+                // 1 − σ(u) is σ(−u): no cancellation when σ(u) is near 1
+                if let (Node::Num(r), Node::Sigmoid(u)) = (&t[*a], &t[*b]) {
+                    if *r == 1.into() {
+                        return Ok(ev(*u)?.map(|x| sigmoid(-x)));
+                    }
+                }
+                zip(&ev(*a)?, &ev(*b)?, |x, y| x - y)?
+            }
             Node::Mul([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x * y)?,
             Node::Div([a, b]) => {
                 // exp(v) / 1ᵀexp(v) is softmax(v): evaluate it stably.
@@ -289,6 +447,20 @@ impl<'m> Evaluator<'m> {
             Node::Exp(a) => ev(*a)?.map(|x| x.exp()),
             Node::Log(a) => self.log(t, *a, env)?,
             Node::Sigmoid(a) => ev(*a)?.map(sigmoid),
+            Node::Lgamma(a) => ev(*a)?.map(|x| x.lgamma()),
+            Node::Polygamma([n, a]) => {
+                let order = ev(*n)?;
+                let k = order[(0, 0)].re();
+                if order.shape() != (1, 1) || k < 0.0 || k.fract() != 0.0 || k > 30.0 {
+                    return Err(format!("the order of polygamma must be a whole number from 0 to 30, got {k}"));
+                }
+                ev(*a)?.map(|x| x.polygamma(k as u32))
+            }
+            Node::Log1p(a) => ev(*a)?.map(|x| x.ln_1p()),
+            Node::Expm1(a) => ev(*a)?.map(|x| x.exp_m1()),
+            Node::Sqrt(a) => ev(*a)?.map(|x| x.sqrt()),
+            Node::Abs(a) => ev(*a)?.map(|x| x.abs()),
+            Node::Sign(a) => ev(*a)?.map(|x| x.sign()),
             Node::Softmax(a) => softmax(&ev(*a)?)?,
             Node::LogSumExp(a) => {
                 let x = ev(*a)?;
@@ -304,19 +476,16 @@ impl<'m> Evaluator<'m> {
             Node::LogP([f, x, theta]) => {
                 let fam = self.family(t, *f)?;
                 let (xv, tv) = (ev(*x)?, ev(*theta)?);
-                let mut e = Env::new();
-                e.insert(Symbol::from(fam.var.as_str()), xv);
-                let stat = self.eval(&fam.stat, &e)?;
-                let logh = self.eval(&fam.logh, &e)?[(0, 0)];
-                if stat.shape() != tv.shape() {
-                    return Err(format!("T(x) of {} and its parameter differ in shape", fam.name));
-                }
-                let dot = stat.iter().zip(tv.iter()).fold(S::of(0.0), |acc, (a, b)| acc + *a * *b);
-                scalar(dot + logh - self.logpart(fam, tv)?)
+                let a = self.logpart(fam, tv.clone(), env)?;
+                scalar(self.log_density(fam, xv, &tv, a, env)?)
             }
             Node::LogPart([f, theta]) => {
                 let fam = self.family(t, *f)?;
-                scalar(self.logpart(fam, ev(*theta)?)?)
+                scalar(self.logpart(fam, ev(*theta)?, env)?)
+            }
+            Node::Kl([f, a, b]) => {
+                let fam = self.family(t, *f)?;
+                scalar(self.kl(fam, &ev(*a)?, &ev(*b)?, env)?)
             }
             Node::Mean([f, theta]) | Node::Cov([f, theta]) | Node::Second([f, theta]) => {
                 let fam = self.family(t, *f)?;
@@ -326,8 +495,8 @@ impl<'m> Evaluator<'m> {
                     Node::Cov(_) => 1,
                     _ => 2,
                 };
-                match self.support_moments(fam, &eta)? {
-                    // a finite support: expectations as sums, differentiable in η
+                match self.support_moments(fam, &eta, env)? {
+                    // a finite or count support: expectations as sums, differentiable in η
                     Some((m, second)) => match which {
                         0 => m,
                         2 => second,
@@ -338,7 +507,8 @@ impl<'m> Evaluator<'m> {
                     },
                     // otherwise the derivatives of A, at the real part only
                     None => {
-                        let (m, c) = self.moments(fam, &eta.map(|x| x.re()))?;
+                        let real: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|x| x.re()))).collect();
+                        let (m, c) = self.moments(fam, &eta.map(|x| x.re()), &real)?;
                         let out = match which {
                             0 => m,
                             1 => c,

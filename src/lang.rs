@@ -31,6 +31,14 @@ define_language! {
         "sigmoid" = Sigmoid(Id),
         "softmax" = Softmax(Id),
         "logsumexp" = LogSumExp(Id),
+        "lgamma" = Lgamma(Id),
+        // polygamma n a: the n-th derivative of the digamma function ψ (n a constant)
+        "polygamma" = Polygamma([Id; 2]),
+        "log1p" = Log1p(Id),
+        "expm1" = Expm1(Id),
+        "sqrt" = Sqrt(Id),
+        "abs" = Abs(Id),
+        "sign" = Sign(Id),
         // the identity matrix as large as the vector argument
         "eye" = Eye(Id),
         "jac" = Jac([Id; 2]),
@@ -42,6 +50,8 @@ define_language! {
         "mean" = Mean([Id; 2]),
         "cov" = Cov([Id; 2]),
         "second" = Second([Id; 2]),
+        // KL F t1 t2: KL(F(t1) ‖ F(t2))
+        "KL" = Kl([Id; 3]),
         Num(Rational64),
         Symbol(Symbol),
     }
@@ -52,7 +62,7 @@ impl Node {
     pub fn is_family_quantity(&self) -> bool {
         matches!(
             self,
-            Node::LogP(_) | Node::LogPart(_) | Node::Mean(_) | Node::Cov(_) | Node::Second(_)
+            Node::LogP(_) | Node::LogPart(_) | Node::Mean(_) | Node::Cov(_) | Node::Second(_) | Node::Kl(_)
         )
     }
 }
@@ -155,9 +165,16 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             }
             Ok(kids[0])
         }
-        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) => {
+        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) | Lgamma(_) | Log1p(_) | Expm1(_) | Sqrt(_) | Abs(_) | Sign(_) => {
             mat(0)?;
             Ok(kids[0])
+        }
+        Polygamma(_) => {
+            if !kids[0].is_scalar() {
+                return Err(format!("the order of polygamma must be a scalar, got {}", kids[0]));
+            }
+            mat(1)?;
+            Ok(kids[1])
         }
         MatMul(_) => {
             let ((m, n), (n2, p)) = (mat(0)?, mat(1)?);
@@ -225,9 +242,22 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             let n = column(1, "a family parameter")?;
             Ok(Shape::Mat(n, n))
         }
+        Kl(_) => {
+            family(0)?;
+            let (a, b) = (column(1, "a family parameter")?, column(2, "a family parameter")?);
+            if a != b {
+                return Err(format!("KL between parameters of different shapes: {} and {}", kids[1], kids[2]));
+            }
+            Ok(SCALAR)
+        }
         Num(_) => Ok(SCALAR),
         Symbol(s) => Err(format!("unknown name `{s}`")),
     }
+}
+
+/// Names that stand for a number in every model: `pi`.
+pub fn constant_symbol(s: Symbol) -> Option<f64> {
+    (s.as_str() == "pi").then_some(std::f64::consts::PI)
 }
 
 /// The shape of every node of a term, given the shapes of its symbols.

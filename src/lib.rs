@@ -16,6 +16,7 @@ pub mod model;
 pub mod print;
 pub mod report;
 pub mod rules;
+pub mod special;
 pub mod steps;
 pub mod structure;
 pub mod syntax;

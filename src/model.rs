@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 pub enum Domain {
     Real,
     Positive,
+    Negative,
     /// the interval [0, 1] (probabilities, soft targets)
     Unit,
     Simplex,
@@ -27,6 +28,7 @@ impl Domain {
         Some(match s {
             "R" | "real" | "ℝ" => Domain::Real,
             "positive" | "R+" => Domain::Positive,
+            "negative" | "R-" => Domain::Negative,
             "unit" => Domain::Unit,
             "simplex" => Domain::Simplex,
             "onehot" => Domain::OneHot,
@@ -39,6 +41,7 @@ impl Domain {
         match self {
             Domain::Real => "R",
             Domain::Positive => "positive",
+            Domain::Negative => "negative",
             Domain::Unit => "unit",
             Domain::Simplex => "simplex",
             Domain::OneHot => "onehot",
@@ -82,6 +85,15 @@ pub struct Family {
     pub logh: RecExpr<Node>,
     /// what the mean E[T(x)] is called in printed results
     pub mean_name: Option<String>,
+    /// where the natural parameter lives (R, negative or positive)
+    pub param_domain: Domain,
+    /// known parameters A, T and log h may use (binomial's n); a model's `x ~ F(η, n = N)`
+    /// makes a copy with them filled in
+    pub known: Vec<(String, Shape, Domain)>,
+    /// usual parameterisations: `x ~ poisson(rate = λ)` means η = log λ
+    pub usual: Vec<Usual>,
+    /// recognise A in models that do not mention the family
+    pub recognise: bool,
     pub from_catalog: bool,
     /// the `family` statement, in its file (the model or a catalog file)
     pub span: Span,
@@ -93,6 +105,16 @@ impl Family {
         matches!(self.support, Domain::OneHot | Domain::Binary)
             && self.stat.as_ref() == [Node::Symbol(Symbol::from(self.var.as_str()))]
     }
+}
+
+/// A usual parameter of a family and the natural parameter it gives.
+#[derive(Clone, Debug)]
+pub struct Usual {
+    pub name: String,
+    pub shape: Shape,
+    pub domain: Domain,
+    /// η in terms of `name` (and the known parameters)
+    pub eta: RecExpr<Node>,
 }
 
 #[derive(Clone, Debug)]
@@ -141,14 +163,21 @@ impl Model {
         if let Some(v) = self.var(s) {
             return Some(v.shape);
         }
-        self.family(s).map(|_| Shape::Family)
+        self.family(s).map(|_| Shape::Family).or_else(|| crate::lang::constant_symbol(s).map(|_| crate::lang::SCALAR))
+    }
+    /// Is the term 1×1?
+    pub fn is_scalar_term(&self, t: &RecExpr<Node>) -> bool {
+        crate::lang::term_shapes(t, &|s| self.symbol_shape(s)).ok().and_then(|s| s.last().copied()).is_some_and(|s| s.is_scalar())
     }
     pub fn loss(&self, name: &str) -> Option<&RecExpr<Node>> {
         self.losses.iter().find(|(n, _)| n == name).map(|(_, e)| e)
     }
     /// Families the model itself mentions (declared or sampled from).
     pub fn uses_family(&self, idx: usize) -> bool {
-        !self.families[idx].from_catalog || self.vars.values().any(|v| v.family.as_ref().is_some_and(|(i, _, _)| *i == idx))
+        let name = Node::Symbol(Symbol::from(self.families[idx].name.as_str()));
+        !self.families[idx].from_catalog
+            || self.vars.values().any(|v| v.family.as_ref().is_some_and(|(i, _, _)| *i == idx))
+            || self.losses.iter().any(|(_, t)| t.iter().any(|n| *n == name))
     }
 }
 
@@ -193,8 +222,10 @@ struct Builder<'s, 'm> {
     shapes: Vec<Shape>,
 }
 
-const ALLOWED_IN_MODELS: &[&str] =
-    &["dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose"];
+const ALLOWED_IN_MODELS: &[&str] = &[
+    "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
+    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign",
+];
 
 impl<'s, 'm> Builder<'s, 'm> {
     fn add(&mut self, node: Node, span: Span) -> Result<Id, SyntaxError> {
@@ -255,6 +286,9 @@ impl<'s, 'm> Builder<'s, 'm> {
                 }
                 if self.scope.dims.contains(name) {
                     return Err(err(e.span, format!("`{name}` is a dimension, not a value")));
+                }
+                if crate::lang::constant_symbol(Symbol::from(name.as_str())).is_some() {
+                    return Ok(self.leaf(Symbol::from(name.as_str()), SCALAR));
                 }
                 Err(err(e.span, format!("unknown name `{name}`: declare it with `param {name} : …` or `data {name} : …`")))
             }
@@ -323,6 +357,23 @@ impl<'s, 'm> Builder<'s, 'm> {
                 let lp = self.log_density(e)?;
                 self.add(Node::Exp(lp), e.span)
             }
+            ExprKind::Kl((f1, s1, a1), (f2, s2, a2)) => {
+                let one = resolve_member(self.scope, f1, *s1, a1, e.span)?;
+                let two = resolve_member(self.scope, f2, *s2, a2, e.span)?;
+                let fam = &self.scope.model.families[one.index];
+                if one.index != two.index {
+                    return Err(err(e.span, format!("KL between two families ({f1} and {f2}) is not supported: both members must be of one family")));
+                }
+                if !fam.known.is_empty() {
+                    return Err(err(e.span, format!("KL of {f1}, a family with known parameters, is not supported yet")));
+                }
+                if one.shape != two.shape {
+                    return Err(err(e.span, format!("the two members have parameters of different shapes: {} and {}", one.shape, two.shape)));
+                }
+                let f = self.leaf(Symbol::from(fam.name.as_str()), Shape::Family);
+                let (t1, t2) = (self.splice(&one.eta, e.span)?, self.splice(&two.eta, e.span)?);
+                self.add(Node::Kl([f, t1, t2]), e.span)
+            }
         }
     }
 
@@ -354,7 +405,7 @@ impl<'s, 'm> Builder<'s, 'm> {
         if !ALLOWED_IN_MODELS.contains(&f) {
             return Err(err(span, format!("unknown function `{f}`; known: {}", ALLOWED_IN_MODELS.join(", "))));
         }
-        let arity = if matches!(f, "dot" | "outer") { 2 } else { 1 };
+        let arity = if matches!(f, "dot" | "outer" | "polygamma") { 2 } else { 1 };
         if args.len() != arity {
             return Err(err(span, format!("`{f}` takes {arity} argument{}, got {}", if arity == 1 { "" } else { "s" }, args.len())));
         }
@@ -369,6 +420,22 @@ impl<'s, 'm> Builder<'s, 'm> {
             "sigmoid" => Node::Sigmoid(ids[0]),
             "softmax" => Node::Softmax(ids[0]),
             "logsumexp" => Node::LogSumExp(ids[0]),
+            "lgamma" => Node::Lgamma(ids[0]),
+            "digamma" | "trigamma" => {
+                let n = self.add(Node::Num((if f == "digamma" { 0 } else { 1 }).into()), span)?;
+                Node::Polygamma([n, ids[0]])
+            }
+            "polygamma" => {
+                if !matches!(&self.out[ids[0]], Node::Num(r) if r.is_integer() && (0..=30).contains(r.numer())) {
+                    return Err(err(args[0].span, "the order of polygamma(n, x) must be a whole number from 0 to 30"));
+                }
+                Node::Polygamma([ids[0], ids[1]])
+            }
+            "log1p" => Node::Log1p(ids[0]),
+            "expm1" => Node::Expm1(ids[0]),
+            "sqrt" => Node::Sqrt(ids[0]),
+            "abs" => Node::Abs(ids[0]),
+            "sign" => Node::Sign(ids[0]),
             _ => Node::Transpose(ids[0]),
         };
         self.add(node, span)
@@ -385,7 +452,7 @@ fn build(scope: &Scope, e: &Expr) -> Result<(RecExpr<Node>, Shape), SyntaxError>
 
 fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxError> {
     let domain = Domain::parse(&t.domain).ok_or_else(|| {
-        err(t.span, format!("unknown type `{}`: use R, positive, unit, simplex, onehot, binary or count", t.domain))
+        err(t.span, format!("unknown type `{}`: use R, positive, negative, unit, simplex, onehot, binary or count", t.domain))
     })?;
     let dim = |(d, sp): &(String, Span)| -> Result<Dim, SyntaxError> {
         if d.chars().all(|c| c.is_ascii_digit()) && !matches!(d.parse::<usize>(), Ok(1..=1_000_000)) {
@@ -424,6 +491,8 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         let fam = family(f, Span::default(), true)?;
         m.families.push(fam);
     }
+    // families with known parameters as declared, before a model fills them in
+    let mut templates: BTreeMap<String, Family> = m.families.iter().filter(|f| !f.known.is_empty()).map(|f| (f.name.clone(), f.clone())).collect();
     let mut lets: BTreeMap<String, (RecExpr<Node>, Shape)> = BTreeMap::new();
     let declared = |name: &str, span: Span, m: &Model, lets: &BTreeMap<String, _>| -> Result<(), SyntaxError> {
         if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
@@ -436,7 +505,7 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
         if let Some(other) = m.vars.keys().chain(lets.keys()).find(|o| crate::print::name(o, crate::print::Style::Unicode) == shown) {
             return Err(err(span, format!("`{name}` and `{other}` would print the same ({shown})")));
         }
-        if ALLOWED_IN_MODELS.contains(&name) {
+        if ALLOWED_IN_MODELS.contains(&name) || crate::lang::constant_symbol(Symbol::from(name)).is_some() {
             return Err(err(span, format!("`{name}` is a reserved name")));
         }
         Ok(())
@@ -462,23 +531,21 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                 if m.families.iter().any(|g| g.name == f.name) {
                     return Err(err(st.span, format!("family `{}` is already declared (the catalog has it)", f.name)));
                 }
-                m.families.push(family(f, st.span, false)?);
+                let fam = family(f, st.span, false)?;
+                if !fam.known.is_empty() {
+                    templates.insert(fam.name.clone(), fam.clone());
+                }
+                m.families.push(fam);
             }
             StmtKind::Sample { var, family: fname, family_span, args } => {
-                let Some(fi) = m.families.iter().position(|f| &f.name == fname) else {
-                    let known: Vec<&str> = m.families.iter().map(|f| f.name.as_str()).collect();
-                    return Err(err(*family_span, format!("unknown family `{fname}`; known: {}", known.join(", "))));
-                };
-                let [arg] = args.as_slice() else {
-                    return Err(err(st.span, format!("{fname} takes one (natural) parameter, got {}", args.len())));
-                };
                 let scope = Scope { model: &m, lets: &lets, locals: vec![], dims: &m.dims };
-                let (param, pshape) = build(&scope, arg)?;
+                let member = resolve_member(&scope, fname, *family_span, args, st.span)?;
+                let (fi, param, pshape) = (member.index, member.eta.clone(), member.shape);
+                let fi = if m.families[fi].known.is_empty() { fi } else { instance(&mut m, &templates, fi, &member.known) };
                 let fam = &m.families[fi];
-                let bind = bind_dims(fam.param_shape, pshape).ok_or_else(|| {
-                    err(arg.span, format!("{fname} needs a parameter shaped like `{}`: {}, got {}", fam.param, fam.param_shape, pshape))
-                })?;
-                let vshape = subst_dims(fam.var_shape, &bind);
+                let bind = bind_dims(fam.param_shape, pshape).unwrap_or_default();
+                let elementwise = fam.param_shape.is_scalar() && !pshape.is_scalar();
+                let vshape = if elementwise { pshape } else { subst_dims(fam.var_shape, &bind) };
                 match m.vars.get_mut(var) {
                     Some(v) if v.role == Role::Param => return Err(err(st.span, format!("`{var}` is a parameter; only data or new names can be drawn from a family"))),
                     Some(v) => {
@@ -609,6 +676,126 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
     Ok(m)
 }
 
+/// A family member named in a model, `poisson(eta)` or `binomial(eta, n = N)` or
+/// `poisson(rate = λ)`: the family, its natural parameter as a term of the model, and the
+/// known parameters given.
+struct Member {
+    index: usize,
+    eta: RecExpr<Node>,
+    shape: Shape,
+    known: Vec<RecExpr<Node>>,
+}
+
+/// Reads `F(args)`: the first positional argument (or `NAME = …` with the natural
+/// parameter's name) is the natural parameter, `USUAL = …` a usual parameter, the other
+/// positional or named arguments the known parameters in order. A scalar family with a
+/// vector parameter is a vector of independent members.
+fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg], span: Span) -> Result<Member, SyntaxError> {
+    let m = scope.model;
+    let Some(fi) = m.families.iter().position(|f| f.name == fname) else {
+        let known: Vec<&str> = m.families.iter().map(|f| f.name.as_str()).collect();
+        return Err(err(fspan, format!("unknown family `{fname}`; known: {}", known.join(", "))));
+    };
+    let fam = &m.families[fi];
+    let names: Vec<String> = std::iter::once(fam.param.clone()).chain(fam.usual.iter().map(|u| u.name.clone())).chain(fam.known.iter().map(|k| k.0.clone())).collect();
+    let mut natural: Option<(RecExpr<Node>, Span)> = None;
+    let mut known: Vec<Option<(RecExpr<Node>, Shape)>> = vec![None; fam.known.len()];
+    let mut positional = 0;
+    for a in args {
+        let (t, sh) = build(scope, &a.value)?;
+        let slot = match &a.name {
+            None => {
+                positional += 1;
+                positional - 1
+            }
+            Some((n, _)) if *n == fam.param => 0,
+            Some((n, nspan)) => match (fam.usual.iter().position(|u| u.name == *n), fam.known.iter().position(|k| k.0 == *n)) {
+                (Some(u), _) => {
+                    if natural.is_some() {
+                        return Err(err(*nspan, format!("{fname}'s parameter is given twice")));
+                    }
+                    let usual = &fam.usual[u];
+                    let elementwise_ok = usual.shape.is_scalar() && sh.is_column();
+                    if sh != usual.shape && !elementwise_ok {
+                        return Err(err(a.value.span, format!("`{n}` of {fname} is {}, got {sh}", usual.shape)));
+                    }
+                    let from = RecExpr::from(vec![Node::Symbol(Symbol::from(usual.name.as_str()))]);
+                    natural = Some((crate::derive::replace(&usual.eta, &from, &t), a.value.span));
+                    continue;
+                }
+                (None, Some(k)) => k + 1,
+                (None, None) => return Err(err(*nspan, format!("{fname} has no parameter `{n}`; its parameters: {}", names.join(", ")))),
+            },
+        };
+        if slot == 0 {
+            if natural.is_some() {
+                return Err(err(a.value.span, format!("{fname}'s parameter is given twice")));
+            }
+            natural = Some((t, a.value.span));
+        } else if slot <= known.len() {
+            if known[slot - 1].is_some() {
+                return Err(err(a.value.span, format!("`{}` of {fname} is given twice", fam.known[slot - 1].0)));
+            }
+            known[slot - 1] = Some((t, sh));
+        } else {
+            let n = 1 + fam.known.len();
+            let listed: Vec<&str> = std::iter::once(fam.param.as_str()).chain(fam.known.iter().map(|k| k.0.as_str())).collect();
+            return Err(err(a.value.span, format!("{fname} takes {n} parameter{} ({}), got {}", if n == 1 { "" } else { "s" }, listed.join(", "), args.len())));
+        }
+    }
+    let Some((mut eta, eta_span)) = natural else {
+        return Err(err(span, format!("{fname} needs its parameter: {fname}({}) or a usual one", fam.param)));
+    };
+    let mut given = vec![];
+    for (k, slot) in fam.known.iter().zip(known) {
+        let Some((t, sh)) = slot else {
+            return Err(err(span, format!("{fname} needs its known parameter `{}`: {fname}(…, {} = …)", k.0, k.0)));
+        };
+        if sh != k.1 && !(k.1.is_scalar() && sh.is_column()) {
+            return Err(err(span, format!("the known parameter `{}` of {fname} is {}, got {sh}", k.0, k.1)));
+        }
+        // a usual parameter's map to η may use the known parameters
+        eta = crate::derive::replace(&eta, &RecExpr::from(vec![Node::Symbol(Symbol::from(k.0.as_str()))]), &t);
+        given.push(t);
+    }
+    let shape = crate::lang::term_shapes(&eta, &|s| m.symbol_shape(s)).map_err(|e| err(eta_span, e))?.last().copied().unwrap_or(SCALAR);
+    let elementwise = fam.param_shape.is_scalar() && shape.is_column();
+    if bind_dims(fam.param_shape, shape).is_none() && !elementwise {
+        return Err(err(eta_span, format!("{fname} needs a parameter shaped like `{}`: {}, got {}", fam.param, fam.param_shape, shape)));
+    }
+    Ok(Member { index: fi, eta, shape, known: given })
+}
+
+/// The family `fi` with its known parameters filled in: the same family when an earlier
+/// statement gave the same values, else a new copy (the first keeps the family's name).
+fn instance(m: &mut Model, templates: &BTreeMap<String, Family>, fi: usize, known: &[RecExpr<Node>]) -> usize {
+    let base = &m.families[fi];
+    let template = templates.get(&base.name).cloned().unwrap_or_else(|| base.clone());
+    let mut f = template.clone();
+    let fill = |e: &RecExpr<Node>| {
+        template.known.iter().zip(known).fold(e.clone(), |acc, ((k, _, _), t)| crate::derive::replace(&acc, &RecExpr::from(vec![Node::Symbol(Symbol::from(k.as_str()))]), t))
+    };
+    f.stat = fill(&template.stat);
+    f.logpart = fill(&template.logpart);
+    f.logh = fill(&template.logh);
+    for u in f.usual.iter_mut() {
+        u.eta = fill(&u.eta);
+    }
+    f.known.clear();
+    let same = |g: &Family| g.logpart == f.logpart && g.stat == f.stat && g.logh == f.logh && g.known.is_empty();
+    if let Some(i) = m.families.iter().position(|g| (g.name == template.name || g.name.starts_with(&format!("{}_", template.name))) && same(g)) {
+        return i;
+    }
+    if !m.families[fi].known.is_empty() {
+        m.families[fi] = f;
+        return fi;
+    }
+    let k = (2..).find(|k| !m.families.iter().any(|g| g.name == format!("{}_{k}", template.name))).unwrap();
+    f.name = format!("{}_{k}", template.name);
+    m.families.push(f);
+    m.families.len() - 1
+}
+
 /// Matches a family's declared shape (with its own dimension names) to an actual shape.
 fn bind_dims(declared: Shape, actual: Shape) -> Option<Vec<(Dim, Dim)>> {
     let (Shape::Mat(a, b), Shape::Mat(c, d)) = (declared, actual) else { return None };
@@ -644,10 +831,18 @@ fn subst_dims(s: Shape, bind: &[(Dim, Dim)]) -> Shape {
 pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, SyntaxError> {
     let dims: Vec<String> =
         f.param_type.dims.iter().chain(&f.var_type.dims).map(|(d, _)| d.clone()).filter(|d| d != "1").collect();
-    let (param_shape, pdom) = type_shape(&f.param_type, &dims)?;
+    let (param_shape, param_domain) = type_shape(&f.param_type, &dims)?;
     let (var_shape, support) = type_shape(&f.var_type, &dims)?;
-    if pdom != Domain::Real || !param_shape.is_column() {
-        return Err(err(f.param_type.span, "a natural parameter must be real: R or R^k"));
+    if !matches!(param_domain, Domain::Real | Domain::Negative | Domain::Positive) || !param_shape.is_column() {
+        return Err(err(f.param_type.span, "a natural parameter must be real, R or R^k (or negative or positive): a scalar or a vector"));
+    }
+    let mut known = vec![];
+    for (k, t) in &f.known {
+        let (sh, dom) = type_shape(t, &dims)?;
+        if k == &f.param || k == &f.var || known.iter().any(|(n, _, _): &(String, Shape, Domain)| n == k) {
+            return Err(err(t.span, format!("the name `{k}` is used twice in family `{}`", f.name)));
+        }
+        known.push((k.clone(), sh, dom));
     }
     let empty = Model::default();
     let lets = BTreeMap::new();
@@ -661,7 +856,11 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         }
     }
     for (key, kspan, e) in &f.clauses {
-        let local = |name: &str, shape: Shape| Scope { model: &empty, lets: &lets, locals: vec![(name.to_string(), shape)], dims: &dims };
+        let local = |name: &str, shape: Shape| {
+            let mut locals = vec![(name.to_string(), shape)];
+            locals.extend(known.iter().map(|(k, sh, _)| (k.clone(), *sh)));
+            Scope { model: &empty, lets: &lets, locals, dims: &dims }
+        };
         match key.as_str() {
             "T" => {
                 let (t, s) = build(&local(&f.var, var_shape), e)?;
@@ -702,5 +901,36 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         None => return Err(err(span, format!("family `{}` needs its sufficient statistic: `T = …`", f.name))),
     };
     let logh = logh.unwrap_or_else(|| RecExpr::from(vec![Node::Num(0.into())]));
-    Ok(Family { name: f.name.clone(), param: f.param.clone(), param_shape, var: f.var.clone(), var_shape, support, stat, logpart, logh, mean_name, from_catalog, span })
+    let mut usual = vec![];
+    for (u, t, e, uspan) in &f.usual {
+        let (shape, domain) = type_shape(t, &dims)?;
+        if u == &f.param || u == &f.var || known.iter().any(|(k, _, _)| k == u) || usual.iter().any(|x: &Usual| &x.name == u) {
+            return Err(err(*uspan, format!("the name `{u}` is used twice in family `{}`", f.name)));
+        }
+        let mut locals = vec![(u.clone(), shape)];
+        locals.extend(known.iter().map(|(k, sh, _)| (k.clone(), *sh)));
+        let (eta, es) = build(&Scope { model: &empty, lets: &lets, locals, dims: &dims }, e)?;
+        if es != param_shape {
+            return Err(err(e.span, format!("the natural parameter from `{u}` must be {param_shape}, got {es}")));
+        }
+        usual.push(Usual { name: u.clone(), shape, domain, eta });
+    }
+    Ok(Family {
+        name: f.name.clone(),
+        param: f.param.clone(),
+        param_shape,
+        param_domain,
+        var: f.var.clone(),
+        var_shape,
+        support,
+        stat,
+        logpart,
+        logh,
+        mean_name,
+        known,
+        usual,
+        recognise: f.recognise,
+        from_catalog,
+        span,
+    })
 }

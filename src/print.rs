@@ -140,6 +140,8 @@ impl<'m> Printer<'m> {
             (Style::Latex, "log") => "\\log".to_string(),
             (Style::Latex, "exp") => "\\exp".to_string(),
             (Style::Latex, "sigmoid") => "\\sigma".to_string(),
+            (Style::Latex, "lgamma") => "\\log\\Gamma".to_string(),
+            (Style::Unicode, "lgamma") => "log Γ".to_string(),
             (Style::Unicode, "sigmoid") => "σ".to_string(),
             (Style::Latex, f) => format!("\\operatorname{{{f}}}"),
             (_, f) => f.to_string(),
@@ -239,7 +241,12 @@ impl<'m> Printer<'m> {
                     None => (base.append(txt("^")).append(p(*b, ATOM)), POSTFIX),
                 }
             }
-            Node::MatMul([a, b]) => (p(*a, PRODUCT).append(txt(if self.style == Style::Ascii { " @ " } else { " " })).append(p(*b, UNARY + 1)), PRODUCT),
+            // a matrix product is associative: A (B C) is written A B C, except in ASCII,
+            // which reads back as the same tree
+            Node::MatMul([a, b]) => {
+                let right = if self.style != Style::Ascii && matches!(t[*b], Node::MatMul(_)) { p(*b, PRODUCT) } else { p(*b, UNARY + 1) };
+                (p(*a, PRODUCT).append(txt(if self.style == Style::Ascii { " @ " } else { " " })).append(right), PRODUCT)
+            }
             // the gradient of a scalar, D(f, x)ᵀ
             Node::Transpose(a) if matches!(&t[*a], Node::Jac(_)) => {
                 let Node::Jac([f, x]) = &t[*a] else { unreachable!() };
@@ -267,6 +274,58 @@ impl<'m> Printer<'m> {
             Node::Sigmoid(a) => self.call("sigmoid", d(*a).0),
             Node::Softmax(a) => self.call("softmax", d(*a).0),
             Node::LogSumExp(a) => self.call("logsumexp", d(*a).0),
+            Node::Lgamma(a) => self.call("lgamma", d(*a).0),
+            Node::Log1p(a) => self.call("log1p", d(*a).0),
+            Node::Expm1(a) => self.call("expm1", d(*a).0),
+            Node::Sign(a) => self.call("sign", d(*a).0),
+            Node::Sqrt(a) => match self.style {
+                Style::Latex => (txt("\\sqrt{").append(d(*a).0).append(txt("}")), ATOM),
+                Style::Unicode => (txt("√").append(p(*a, ATOM)), POSTFIX),
+                Style::Ascii => self.call("sqrt", d(*a).0),
+            },
+            Node::Abs(a) => match self.style {
+                Style::Latex => (txt("\\left|").append(d(*a).0).append(txt("\\right|")), ATOM),
+                Style::Unicode => (txt("|").append(d(*a).0).append(txt("|")), ATOM),
+                Style::Ascii => self.call("abs", d(*a).0),
+            },
+            Node::Polygamma([n, a]) => {
+                let order = match &t[*n] {
+                    Node::Num(r) if r.is_integer() && *r.numer() >= 0 => Some(*r.numer()),
+                    _ => None,
+                };
+                match (self.style, order) {
+                    (Style::Ascii, Some(0)) => self.call("digamma", d(*a).0),
+                    (Style::Ascii, Some(1)) => self.call("trigamma", d(*a).0),
+                    (Style::Ascii, _) | (_, None) => self.call("polygamma", d(*n).0.append(txt(", ")).append(d(*a).0)),
+                    (st, Some(k)) => {
+                        let head = match (st, k) {
+                            (Style::Latex, 0) => "\\psi".to_string(),
+                            (Style::Latex, 1) => "\\psi'".to_string(),
+                            (Style::Latex, 2) => "\\psi''".to_string(),
+                            (Style::Latex, k) => format!("\\psi^{{({k})}}"),
+                            (_, 0) => "ψ".to_string(),
+                            (_, 1) => "ψ′".to_string(),
+                            (_, 2) => "ψ″".to_string(),
+                            (_, k) => format!("ψ⁽{}⁾", k.to_string().chars().map(|c| ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'][c.to_digit(10).unwrap() as usize]).collect::<String>()),
+                        };
+                        let (open, close) = if self.tex() { ("\\left(", "\\right)") } else { ("(", ")") };
+                        (txt(&head).append(txt(open)).append(d(*a).0).append(txt(close)), ATOM)
+                    }
+                }
+            }
+            Node::Kl([f, t1, t2]) => {
+                let fam = match &t[*f] {
+                    Node::Symbol(s) => s.to_string(),
+                    _ => "F".into(),
+                };
+                let (head, sep, open, close) = match self.style {
+                    Style::Latex => ("\\mathrm{KL}\\left(".to_string(), " \\,\\|\\, ", format!("\\operatorname{{{fam}}}\\left("), "\\right)"),
+                    Style::Unicode => ("KL(".to_string(), " ‖ ", format!("{fam}("), ")"),
+                    Style::Ascii => ("KL(".to_string(), " || ", format!("{fam}("), ")"),
+                };
+                let end = if self.tex() { "\\right)" } else { ")" };
+                (txt(&head).append(txt(&open)).append(d(*t1).0).append(txt(close)).append(txt(sep)).append(txt(&open)).append(d(*t2).0).append(txt(close)).append(txt(end)), ATOM)
+            }
             Node::Eye(_) => (txt("I"), ATOM),
             Node::Jac([f, x]) => {
                 let xn = d(*x).0;

@@ -41,13 +41,16 @@ pub enum Cond {
     Const(Var),
     /// the class is a variable with this domain
     Domain(Var, Domain),
-    /// the family's T(x) = x with one-hot or binary x
-    Indicator(Var),
-    /// shaped like the named family's natural parameter
-    ParamOf(Var, Symbol),
+    /// the family's T(x) = x with one-hot or binary x, and (when the second is given) its
+    /// natural parameter is a vector or the matched parameter a scalar: a vector of
+    /// independent binary members has E[x xᵀ] ≠ diag(E[x])
+    Indicator(Var, Option<Var>),
+    /// shaped like the named family's natural parameter; with `true`, a vector parameter
+    /// of a scalar family (a vector of independent members)
+    ParamOf(Var, Symbol, bool),
 }
 
-const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F)";
+const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F), indicator(F, t)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -113,6 +116,14 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("logsumexp", [a]) => Node::LogSumExp(*a),
         ("transpose", [a]) => Node::Transpose(*a),
         ("eye", [a]) => Node::Eye(*a),
+        ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
+        ("lgamma", [a]) => Node::Lgamma(*a),
+        ("polygamma", [n, a]) => Node::Polygamma([*n, *a]),
+        ("log1p", [a]) => Node::Log1p(*a),
+        ("expm1", [a]) => Node::Expm1(*a),
+        ("sqrt", [a]) => Node::Sqrt(*a),
+        ("abs", [a]) => Node::Abs(*a),
+        ("sign", [a]) => Node::Sign(*a),
         _ => return None,
     })
 }
@@ -143,7 +154,7 @@ fn to_pattern(e: &Expr, out: &mut PatternAst<Node>) -> Result<Id, (Span, String)
             let k: Vec<Id> = args.iter().map(|a| to_pattern(a, out)).collect::<Result<_, _>>()?;
             call_node(f, &k).ok_or((e.span, format!("unknown function `{f}` with {} arguments", k.len())))?
         }
-        ExprKind::Expect(..) | ExprKind::Density(..) => {
+        ExprKind::Expect(..) | ExprKind::Density(..) | ExprKind::Kl(..) => {
             return Err((e.span, "write E(q, x, f) and logp(F, x, t) in rules".into()));
         }
     };
@@ -177,6 +188,7 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
             to_pattern(&args[0], &mut p)?;
             Cond::Depends(p, var_of(&args[1])?)
         }
+        "indicator" if args.len() == 2 => Cond::Indicator(v(0)?, Some(v(1)?)),
         "same-shape" | "same_shape" => {
             want(2)?;
             Cond::SameShape(v(0)?, v(1)?)
@@ -193,7 +205,7 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
                 "onehot" => Cond::Domain(a, Domain::OneHot),
                 "binary" => Cond::Domain(a, Domain::Binary),
                 "simplex" => Cond::Domain(a, Domain::Simplex),
-                "indicator" => Cond::Indicator(a),
+                "indicator" => Cond::Indicator(a, None),
                 _ => return Err((span, format!("unknown condition `{name}`; known: {CONDITIONS}"))),
             }
         }
@@ -273,6 +285,7 @@ fn var_span(e: &Expr, name: &str) -> Option<Span> {
         ExprKind::Binary(_, a, b) => var_span(a, name).or_else(|| var_span(b, name)),
         ExprKind::Call(_, args) => args.iter().find_map(|a| var_span(a, name)),
         ExprKind::Density(_, p) => p.as_ref().and_then(|p| var_span(p, name)),
+        ExprKind::Kl(..) => None,
     }
 }
 
@@ -280,7 +293,8 @@ fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
         Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
         Cond::Depends(p, x) => pattern_vars(p).into_iter().chain([*x]).collect(),
-        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a) | Cond::ParamOf(a, _) => vec![*a],
+        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) => vec![*a],
+        Cond::Indicator(a, Some(b)) => vec![*a, *b],
     }
 }
 
@@ -363,96 +377,82 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
     Ok(())
 }
 
+/// A rule made from a family's definitions.
+fn family_rule(f: &crate::model::Family, name: String, description: String, lhs: PatternAst<Node>, rhs: PatternAst<Node>, conds: Vec<Cond>) -> Rule {
+    Rule { name, description, lhs, rhs, conds, assume: None, origin: format!("family {}", f.name), derive: true, steps: "shown".into(), compiled: Default::default() }
+}
+
+/// `head(F, ?vars…)` as a pattern.
+fn family_node(fam: Symbol, vars: &[Var], head: impl FnOnce(Vec<Id>) -> Node) -> PatternAst<Node> {
+    let mut p = PatternAst::default();
+    let mut ids = vec![p.add(ENodeOrVar::ENode(Node::Symbol(fam)))];
+    ids.extend(vars.iter().map(|v| p.add(ENodeOrVar::Var(*v))));
+    p.add(ENodeOrVar::ENode(head(ids)));
+    p
+}
+
 /// Rules that say what each family is: A(η) both ways (so log Σ exp η is recognised as the
-/// categorical log-partition) and −log p(x|η) in exponential-family form.
+/// categorical log-partition) and −log p(x|η) in exponential-family form. Only the
+/// families a model uses get them, and the catalog's `recognise` families. A scalar
+/// family at a vector parameter is a vector of independent members: its A is the sum of
+/// the members' (written `sum(A[t])`), and so is its log h.
 pub fn family_rules(model: &Model) -> Vec<Rule> {
     let mut out = vec![];
-    for f in &model.families {
+    let t: Var = "?t".parse().unwrap();
+    let x: Var = "?x".parse().unwrap();
+    for (i, f) in model.families.iter().enumerate() {
+        let used = model.uses_family(i);
+        if !used && !f.recognise {
+            continue;
+        }
         let fam = Symbol::from(f.name.as_str());
-        let t: Var = "?t".parse().unwrap();
-        let x: Var = "?x".parse().unwrap();
-        let a = instantiate(&f.logpart, &f.param, t);
-        let mut lhs = PatternAst::default();
-        let fid = lhs.add(ENodeOrVar::ENode(Node::Symbol(fam)));
-        let tid = lhs.add(ENodeOrVar::Var(t));
-        lhs.add(ENodeOrVar::ENode(Node::LogPart([fid, tid])));
-        let origin = format!("family {}", f.name);
-        let conds = vec![Cond::ParamOf(t, fam)];
-        out.push(Rule {
-            name: format!("A-{}", f.name),
-            description: format!("log-partition of {}", f.name),
-            lhs: lhs.clone(),
-            rhs: a.clone(),
-            conds: conds.clone(),
-            assume: None,
-            origin: origin.clone(),
-            derive: true,
-            steps: "shown".into(),
-            compiled: Default::default(),
-        });
-        out.push(Rule {
-            name: format!("A-{}-rev", f.name),
-            description: format!("recognise the log-partition of {}", f.name),
-            lhs: a,
-            rhs: lhs.clone(),
-            conds: conds.clone(),
-            assume: None,
-            origin: origin.clone(),
-            derive: true,
-            steps: "shown".into(),
-            compiled: Default::default(),
-        });
-        // logp(F, x, t) => dot(t, T[x]) + logh[x] - A(F, t)
-        let mut lp = PatternAst::default();
-        let fid = lp.add(ENodeOrVar::ENode(Node::Symbol(fam)));
-        let xid = lp.add(ENodeOrVar::Var(x));
-        let tid = lp.add(ENodeOrVar::Var(t));
-        lp.add(ENodeOrVar::ENode(Node::LogP([fid, xid, tid])));
-        let mut rhs = PatternAst::default();
-        let stat = splice(&mut rhs, &instantiate(&f.stat, &f.var, x));
-        let tid = rhs.add(ENodeOrVar::Var(t));
-        let dot = rhs.add(ENodeOrVar::ENode(Node::Dot([tid, stat])));
-        let h = splice(&mut rhs, &instantiate(&f.logh, &f.var, x));
-        let sum = rhs.add(ENodeOrVar::ENode(Node::Add([dot, h])));
-        let fid = rhs.add(ENodeOrVar::ENode(Node::Symbol(fam)));
-        let a = rhs.add(ENodeOrVar::ENode(Node::LogPart([fid, tid])));
-        rhs.add(ENodeOrVar::ENode(Node::Sub([sum, a])));
-        out.push(Rule {
-            name: format!("expfam-{}", f.name),
-            description: "log p(x|θ) = θᵀT(x) + log h(x) − A(θ)".into(),
-            lhs: lp,
-            rhs,
-            conds,
-            assume: None,
-            origin,
-            derive: true,
-            steps: "shown".into(),
-            compiled: Default::default(),
-        });
+        let a_node = family_node(fam, &[t], |k| Node::LogPart([k[0], k[1]]));
+        // (suffix, elementwise) — the vector forms of a scalar family, for the families the model uses
+        let forms: &[(&str, bool)] = if f.param_shape.is_scalar() && used { &[("", false), ("-vec", true)] } else { &[("", false)] };
+        for &(suffix, each) in forms {
+            let conds = vec![Cond::ParamOf(t, fam, each)];
+            let wrap = |p: PatternAst<Node>| -> PatternAst<Node> {
+                if !each {
+                    return p;
+                }
+                let mut q = p.clone();
+                let root = Id::from(q.as_ref().len() - 1);
+                q.add(ENodeOrVar::ENode(Node::Sum(root)));
+                q
+            };
+            let a = wrap(instantiate(&f.logpart, &f.param, t));
+            out.push(family_rule(f, format!("A-{}{suffix}", f.name), format!("log-partition of {}", f.name), a_node.clone(), a.clone(), conds.clone()));
+            out.push(family_rule(f, format!("A-{}{suffix}-rev", f.name), format!("recognise the log-partition of {}", f.name), a, a_node.clone(), conds.clone()));
+            // logp(F, x, t) => dot(t, T[x]) + logh[x] - A(F, t)
+            let lp = family_node(fam, &[x, t], |k| Node::LogP([k[0], k[1], k[2]]));
+            let mut rhs = PatternAst::default();
+            let stat = splice(&mut rhs, &instantiate(&f.stat, &f.var, x));
+            let tid = rhs.add(ENodeOrVar::Var(t));
+            let dot = rhs.add(ENodeOrVar::ENode(Node::Dot([tid, stat])));
+            let h = splice(&mut rhs, &wrap(instantiate(&f.logh, &f.var, x)));
+            let sum = rhs.add(ENodeOrVar::ENode(Node::Add([dot, h])));
+            let a = splice(&mut rhs, &a_node);
+            rhs.add(ENodeOrVar::ENode(Node::Sub([sum, a])));
+            out.push(family_rule(f, format!("expfam-{}{suffix}", f.name), "log p(x|θ) = θᵀT(x) + log h(x) − A(θ)".into(), lp, rhs, conds));
+        }
     }
     out
 }
 
-/// `mean(F, ?t) => closed[?t]`: a family's E[T] in closed form, as derived from its A.
-pub fn mean_rule(f: &crate::model::Family, closed: &RecExpr<Node>) -> Rule {
+/// `mean(F, ?t) => closed[?t]`: a family's E[T] in closed form, as derived from its A
+/// (for a scalar family also at a vector parameter: its formula works entry by entry).
+pub fn mean_rule(f: &crate::model::Family, closed: &RecExpr<Node>) -> Vec<Rule> {
     let fam = Symbol::from(f.name.as_str());
     let t: Var = "?t".parse().unwrap();
-    let mut lhs = PatternAst::default();
-    let fid = lhs.add(ENodeOrVar::ENode(Node::Symbol(fam)));
-    let tid = lhs.add(ENodeOrVar::Var(t));
-    lhs.add(ENodeOrVar::ENode(Node::Mean([fid, tid])));
-    Rule {
-        name: format!("E-{}", f.name),
-        description: format!("E[T] of {}, derived from A", f.name),
-        lhs,
-        rhs: instantiate(closed, &f.param, t),
-        conds: vec![Cond::ParamOf(t, fam)],
-        assume: None,
-        origin: format!("family {}", f.name),
-        derive: true,
-            steps: "shown".into(),
-        compiled: Default::default(),
-    }
+    let lhs = family_node(fam, &[t], |k| Node::Mean([k[0], k[1]]));
+    let forms: &[bool] = if f.param_shape.is_scalar() { &[false, true] } else { &[false] };
+    forms
+        .iter()
+        .map(|&each| {
+            let name = format!("E-{}{}", f.name, if each { "-vec" } else { "" });
+            family_rule(f, name, format!("E[T] of {}, derived from A", f.name), lhs.clone(), instantiate(closed, &f.param, t), vec![Cond::ParamOf(t, fam, each)])
+        })
+        .collect()
 }
 
 /// A family term with its own variable replaced by a pattern variable.
@@ -511,10 +511,13 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
         Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
         Cond::Const(a) => data(a).constant.is_some(),
         Cond::Domain(a, d) => has_symbol(egraph, subst[*a], &|s| egraph.analysis.vars.get(&s).is_some_and(|(_, dom)| dom == d)),
-        Cond::Indicator(f) => has_symbol(egraph, subst[*f], &|s| egraph.analysis.families.get(&s).is_some_and(|(_, ind)| *ind)),
-        Cond::ParamOf(t, fam) => {
+        Cond::Indicator(f, t) => has_symbol(egraph, subst[*f], &|s| {
+            egraph.analysis.families.get(&s).is_some_and(|(shape, ind)| *ind && (t.is_none() || !shape.is_scalar() || t.is_some_and(|t| data(&t).shape.is_some_and(|x| x.is_scalar()))))
+        }),
+        Cond::ParamOf(t, fam, each) => {
             let want = egraph.analysis.families.get(fam).map(|(s, _)| *s);
             match (data(t).shape, want) {
+                (Some(s), Some(w)) if *each => s.is_column() && !s.is_scalar() && w.is_scalar(),
                 (Some(s), Some(w)) => s.is_column() && (s.is_scalar() == w.is_scalar()),
                 _ => false,
             }

@@ -202,7 +202,7 @@ fn sides(rule: &Rule, binds: &HashMap<Var, RecExpr<Node>>) -> Vec<Side> {
         .filter_map(|c| match c {
             Cond::Indep(a, x) => Some(Side::Indep(get(a)?, get(x)?)),
             Cond::Domain(a, d) => Some(Side::Domain(get(a)?, *d)),
-            Cond::Indicator(f) => Some(Side::Indicator(get(f)?)),
+            Cond::Indicator(f, _) => Some(Side::Indicator(get(f)?)),
             _ => None,
         })
         .collect();

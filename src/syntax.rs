@@ -39,6 +39,8 @@ pub enum ExprKind {
     Expect(String, Box<Expr>),
     /// `p(x | param)`; the parameter may be left out.
     Density(String, Option<Box<Expr>>),
+    /// `KL(F(args) || F(args))`
+    Kl((String, Span, Vec<Arg>), (String, Span, Vec<Arg>)),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -62,8 +64,16 @@ pub struct FamilyDecl {
     pub param_type: TypeExpr,
     pub var: String,
     pub var_type: TypeExpr,
+    /// known (fixed) parameters after the natural one: `binomial(eta : R, n : count)`
+    pub known: Vec<(String, TypeExpr)>,
     /// `T = ...`, `A = ...`, `logh = ...`, `mean = name`, each with the span of its key.
     pub clauses: Vec<(String, Span, Expr)>,
+    /// `usual(rate : positive) = log(rate)`: a usual parameter and the natural parameter
+    /// it gives
+    pub usual: Vec<(String, TypeExpr, Expr, Span)>,
+    /// `recognise`: models that do not mention the family still have its log-partition
+    /// recognised (log Σ exp θ is A of categorical)
+    pub recognise: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,13 +81,21 @@ pub enum StmtKind {
     Dim(Vec<(String, Span)>),
     Param(String, TypeExpr),
     Data(String, TypeExpr),
-    Sample { var: String, family: String, family_span: Span, args: Vec<Expr> },
+    /// `x ~ family(arg, name = arg, …)`
+    Sample { var: String, family: String, family_span: Span, args: Vec<Arg> },
     Let(String, Expr),
     Family(FamilyDecl),
     /// `derive grad J, hess J wrt theta`
     Derive(Vec<DeriveItem>),
     /// `claim hess J = diag(p) - outer(p, p)`
     Claim(DeriveItem, Expr),
+}
+
+/// An argument of a family: positional, or `name = value`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arg {
+    pub name: Option<(String, Span)>,
+    pub value: Expr,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -322,6 +340,51 @@ impl<'a> Src<'a> {
         }
     }
 
+    /// A family's arguments in brackets: positional, or `name = value`.
+    fn family_args(&self, open: &'a str) -> Res<'a, Vec<Arg>> {
+        let mut i = ws(&open[1..], true);
+        let mut out = vec![];
+        if let Some(r) = i.strip_prefix(')') {
+            return Ok((r, out));
+        }
+        loop {
+            let mut name = None;
+            if let Ok((r, n)) = ident(i) {
+                let after = ws(r, true);
+                if after.starts_with('=') && !after.starts_with("=>") {
+                    name = Some((n.to_string(), self.span(i, r)));
+                    i = ws(&after[1..], true);
+                }
+            }
+            let (r, e) = match self.expr(i, true) {
+                Ok(x) => x,
+                Err(nom::Err::Error(_)) => return fail(i, "expected an argument"),
+                Err(e) => return Err(e),
+            };
+            out.push(Arg { name, value: e });
+            let r = ws(r, true);
+            if let Some(r) = r.strip_prefix(',') {
+                i = ws(r, true);
+            } else if let Some(r) = r.strip_prefix(')') {
+                return Ok((r, out));
+            } else {
+                return self.unclosed(r, open, "`,` or `)`");
+            }
+        }
+    }
+
+    /// `F(args)` inside KL(…)
+    fn family_term(&self, i: &'a str) -> Res<'a, (String, Span, Vec<Arg>)> {
+        let j = ws(i, true);
+        let Ok((r, name)) = ident(j) else { return fail(j, "expected a family, as in KL(categorical(a) || categorical(b))") };
+        let span = self.span(j, r);
+        if !r.starts_with('(') {
+            return fail(r, "expected `(` and the family's parameter");
+        }
+        let (r, args) = self.family_args(r)?;
+        Ok((r, (name.to_string(), span, args)))
+    }
+
     /// Arguments up to `close`; `open` is the opening bracket.
     fn args(&self, open: &'a str, close: char) -> Res<'a, Vec<Expr>> {
         let i = &open[open.chars().next().map_or(0, char::len_utf8)..];
@@ -389,6 +452,17 @@ impl<'a> Src<'a> {
                 let r = ws(r, true);
                 let Some(r) = r.strip_prefix(']') else { return self.unclosed(r, rest, "`]`") };
                 return Ok((r, Expr { kind: ExprKind::Expect(dist.to_string(), Box::new(body)), span: self.span(i, r) }));
+            }
+        }
+        // KL(F(a) || F(b)); in rule files KL(F, a, b) is an ordinary call
+        if name == "KL" && rest.starts_with('(') {
+            if let Ok((r, a)) = self.family_term(&rest[1..]) {
+                let r = ws(r, true);
+                let Some(r) = r.strip_prefix("||").or_else(|| r.strip_prefix('‖')) else { return fail(r, "expected `||` between the two members in KL(F(a) || F(b))") };
+                let (r, b) = self.family_term(r)?;
+                let r = ws(r, true);
+                let Some(r) = r.strip_prefix(')') else { return self.unclosed(r, rest, "`)` after KL(…") };
+                return Ok((r, Expr { kind: ExprKind::Kl(a, b), span: self.span(i, r) }));
             }
         }
         if name == "p" && rest.starts_with('(') {
@@ -577,7 +651,7 @@ impl<'a> Src<'a> {
             if !r.starts_with('(') {
                 return fail(r, "expected `(` and the family's parameter");
             }
-            let (r, args) = self.args(r, ')')?;
+            let (r, args) = self.family_args(r)?;
             return Ok((r, Stmt { kind: StmtKind::Sample { var: name, family, family_span: fspan, args }, span: self.span(start, r) }));
         }
         if let Some(r) = j.strip_prefix('=') {
@@ -598,8 +672,16 @@ impl<'a> Src<'a> {
         let (r, _) = self.expect_char(r, '(', "after the family name")?;
         let (r, (param, _)) = self.name(r, "the natural parameter")?;
         let (r, _) = self.expect_char(r, ':', "before the parameter's type")?;
-        let (r, param_type) = self.type_expr(r)?;
-        let (r, _) = self.expect_char(r, ')', "after the parameter's type")?;
+        let (mut r, param_type) = self.type_expr(r)?;
+        let mut known = vec![];
+        while let Some(r2) = ws(r, false).strip_prefix(',') {
+            let (r2, (k, _)) = self.name(r2, "a known parameter")?;
+            let (r2, _) = self.expect_char(r2, ':', "before the known parameter's type")?;
+            let (r2, t) = self.type_expr(r2)?;
+            known.push((k, t));
+            r = r2;
+        }
+        let (r, _) = self.expect_char(r, ')', "after the parameters")?;
         let j = ws(r, false);
         let r = match ident(j) {
             Ok((r, "on")) => r,
@@ -609,10 +691,33 @@ impl<'a> Src<'a> {
         let (r, _) = self.expect_char(r, ':', "before the support")?;
         let (mut r, var_type) = self.type_expr(r)?;
         let mut clauses = vec![];
+        let mut usual = vec![];
+        let mut recognise = false;
         while let Some(r2) = ws(r, false).strip_prefix(',') {
             let j = ws(r2, true);
-            let Ok((r3, key)) = ident(j) else { return fail(j, "expected `T = …`, `A = …`, `logh = …` or `mean = NAME`") };
+            let Ok((r3, key)) = ident(j) else { return fail(j, "expected `T = …`, `A = …`, `logh = …`, `mean = NAME`, `usual(NAME : TYPE) = …` or `recognise`") };
             let kspan = self.span(j, r3);
+            if key == "recognise" && !ws(r3, false).starts_with('=') {
+                recognise = true;
+                r = r3;
+                continue;
+            }
+            if key == "usual" {
+                let (r4, _) = self.expect_char(r3, '(', "and the usual parameter, as in usual(rate : positive) = log(rate)")?;
+                let (r4, (u, _)) = self.name(r4, "the usual parameter's name")?;
+                let (r4, _) = self.expect_char(r4, ':', "before the usual parameter's type")?;
+                let (r4, t) = self.type_expr(r4)?;
+                let (r4, _) = self.expect_char(r4, ')', "after the usual parameter's type")?;
+                let (r4, _) = self.expect_char(r4, '=', "and the natural parameter it gives")?;
+                let (r4, e) = match self.expr(ws(r4, false), false) {
+                    Ok(x) => x,
+                    Err(nom::Err::Error(_)) => return fail(ws(r4, false), "expected the natural parameter as an expression of the usual one"),
+                    Err(e) => return Err(e),
+                };
+                usual.push((u, t, e, kspan));
+                r = r4;
+                continue;
+            }
             let (r3, _) = self.expect_char(r3, '=', "after the clause name")?;
             let (r3, e) = match self.expr(ws(r3, false), false) {
                 Ok(x) => x,
@@ -622,7 +727,7 @@ impl<'a> Src<'a> {
             clauses.push((key.to_string(), kspan, e));
             r = r3;
         }
-        Ok((r, FamilyDecl { name, param, param_type, var, var_type, clauses }))
+        Ok((r, FamilyDecl { name, param, param_type, var, var_type, known, clauses, usual, recognise }))
     }
 
     /// `phase NAME` or `steps MODE` (a marker: a rule without a name), or a rule.

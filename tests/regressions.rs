@@ -57,7 +57,7 @@ fn the_assumption_names_the_distribution_used() {
 fn logistic_regression_without_a_family() {
     let d = derive_text(include_str!("../examples/logistic_regression.ef"));
     let g = evolved::print::print(&d.model, &d.d.results[1].term, evolved::print::Style::Unicode);
-    assert_eq!(g, "Xᵀ σ(X w) − Xᵀ y");
+    assert_eq!(g, "Xᵀ (σ(X w) − y)");
     // at a point: Xᵀ(σ(Xw) − y) with X = [[1, 2], [3, 4], [5, 6]], w = [0.1, -0.2], y = [1, 0, 1]
     let pt = "w=[0.1,-0.2]; X=[[1,2],[3,4],[5,6]]; y=[1,0,1]";
     let s = |z: f64| 1.0 / (1.0 + (-z).exp());
