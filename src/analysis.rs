@@ -98,7 +98,7 @@ impl Analysis<Node> for Facts {
             Node::Symbol(s) => egraph.analysis.symbol_shape(*s),
             _ => {
                 // 0 (no single shape) broadcasts like a scalar in elementwise arithmetic
-                let broadcast = matches!(enode, Node::Add(_) | Node::Sub(_) | Node::Mul(_) | Node::Div(_));
+                let broadcast = matches!(enode, Node::Add(_) | Node::Sub(_) | Node::Mul(_) | Node::Div(_) | Node::Polygamma(_));
                 let kids: Option<Vec<Shape>> = enode
                     .children()
                     .iter()
@@ -113,7 +113,7 @@ impl Analysis<Node> for Facts {
                 free.insert(*s);
             }
             // the identity depends on its argument's size only
-            Node::Eye(_) => {}
+            Node::Eye(_) | Node::Ones(_) => {}
             // ∂f/∂x depends on what f depends on
             Node::Jac([f, _]) => free.extend(get(f).free.iter().copied()),
             Node::Expect([q, x, body]) => {

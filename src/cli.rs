@@ -27,6 +27,23 @@ pub enum Command {
     Check(DeriveArgs),
     /// List the loaded rules and families
     Rules(RulesArgs),
+    /// List the families of the catalog (and of --rules folders): their definitions, and
+    /// E[T] and Cov[T] as the rules derive them from A
+    Families(FamiliesArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FamiliesArgs {
+    /// Only these families
+    pub names: Vec<String>,
+    /// Print LaTeX (an align* block)
+    #[arg(long)]
+    pub latex: bool,
+    /// ASCII text
+    #[arg(long, conflicts_with = "latex")]
+    pub ascii: bool,
+    #[command(flatten)]
+    pub rules: RulesArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -249,9 +266,44 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
                 2
             }
         },
+        Command::Families(a) => families_cmd(&a, out, err),
         Command::Derive(a) => derive_cmd(&a, false, out, err),
         Command::Check(a) => derive_cmd(&a, true, out, err),
     }
+}
+
+fn families_cmd(a: &FamiliesArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let fams = match load_sources(&a.rules).and_then(|src| {
+        let fams = crate::families_from(&src.families)?;
+        Ok((src, fams))
+    }) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 2;
+        }
+    };
+    let (src, fams) = fams;
+    if let Some(bad) = a.names.iter().find(|n| !fams.iter().any(|f| &f.name == *n)) {
+        let names: Vec<&str> = fams.iter().map(|f| f.name.as_str()).collect();
+        let _ = writeln!(err, "error: unknown family `{bad}`; known: {}", names.join(", "));
+        return 2;
+    }
+    let style = if a.latex { Style::Latex } else if a.ascii { Style::Ascii } else { Style::Unicode };
+    let mut parts = vec![];
+    for f in fams.iter().filter(|f| a.names.is_empty() || a.names.contains(&f.name)) {
+        let (mean, cov) = match crate::derive::family_moments(f, &src.rules, &Limits::default()) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = writeln!(err, "error: family {}: {e}", f.name);
+                return 2;
+            }
+        };
+        parts.push(crate::report::family_text(f, mean.as_ref(), cov.as_ref(), style));
+    }
+    let text = if a.latex { format!("\\begin{{align*}}\n{}\n\\end{{align*}}\n", parts.join(" \\\\[1ex]\n")) } else { parts.join("\n") };
+    let _ = out.write_all(text.as_bytes());
+    0
 }
 
 fn derive_cmd(a: &DeriveArgs, check_only: bool, out: &mut dyn Write, err: &mut dyn Write) -> i32 {

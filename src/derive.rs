@@ -516,6 +516,37 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     (cost.0 == 0).then_some(best)
 }
 
+/// A family's E[T] and Cov[T] in closed form, as the rules derive them from its A alone:
+/// E[T] = ∇A (A′ = E[T]), Cov[T] = ∂E[T]/∂η (A″ = Cov[T]); `None` where the rules leave
+/// a derivative or a family quantity in place.
+pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limits) -> Result<(Option<RecExpr<Node>>, Option<RecExpr<Node>>), String> {
+    let fam = crate::model::Family { from_catalog: false, ..fam.clone() };
+    let model = Model { families: vec![fam.clone()], ..Default::default() };
+    let mut all: Vec<Rule> = rules.iter().filter(|r| r.derive).cloned().collect();
+    all.extend(family_rules(&model));
+    let rewrites = all.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
+    let Some(mean) = derive_family_mean(&model, &fam, &rewrites, &[], limits) else { return Ok((None, None)) };
+    let mut facts = Facts::new(&model);
+    facts.vars.insert(Symbol::from(fam.param.as_str()), (fam.param_shape, crate::model::Domain::Real));
+    for (k, shape, domain) in &fam.known {
+        facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
+    }
+    let jac = on_top(&mean, &fam.param, |r, x| Node::Jac([r, x]));
+    let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
+    let g = &phase.runner.egraph;
+    let (cost, cov) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
+    // tidied together with every rule, as results are
+    let mut every: Vec<Rule> = rules.to_vec();
+    every.extend(family_rules(&model));
+    let tidy = every.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
+    let terms: Vec<RecExpr<Node>> = if cost.0 == 0 { vec![mean, cov] } else { vec![mean] };
+    let phase = run_graph(Graph::new(facts), &tidy, &terms, limits, None);
+    let g = &phase.runner.egraph;
+    let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false });
+    let mut out = phase.roots.iter().map(|r| ex.find_best(*r).1);
+    Ok((out.next(), out.next()))
+}
+
 /// The gradient of a scalar term: D(term, x)ᵀ.
 pub(crate) fn gradient(term: &RecExpr<Node>, x: &str) -> RecExpr<Node> {
     let mut t = on_top(term, x, |r, x| Node::Jac([r, x]));

@@ -305,6 +305,51 @@ impl<'m> Evaluator<'m> {
         Ok(Some((mean, second)))
     }
 
+    /// E[T] and Cov[T] at η computed from the density itself, not from A's derivatives:
+    /// sums over a finite or count support, numeric integration over a continuous scalar
+    /// one (and over a 2-simplex, x = (u, 1 − u)). Also Σ p, which must be 1. `None` for
+    /// supports it cannot integrate.
+    pub fn density_moments(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<Option<(Mat<f64>, Mat<f64>, f64)>, String> {
+        use crate::quadrature::{integrate, Interval};
+        if let Some((m, second)) = self.support_moments(f, eta, env)? {
+            let total = match self.support(f, eta.nrows()) {
+                Some(_) => self.total_probability(f, eta, env)?.unwrap_or(1.0),
+                None => 1.0,
+            };
+            let cov = &second - &m * m.transpose();
+            return Ok(Some((m, cov, total)));
+        }
+        let n = eta.nrows();
+        type Point = Box<dyn Fn(f64, f64) -> Mat<f64>>;
+        let (over, point): (Interval, Point) = match (f.support, f.var_shape.is_scalar(), n) {
+            (Domain::Real, true, _) => (Interval::Real, Box::new(|x, _| Mat::from_element(1, 1, x))),
+            (Domain::Positive, true, _) => (Interval::Positive, Box::new(|x, _| Mat::from_element(1, 1, x))),
+            (Domain::Unit, true, _) => (Interval::Unit, Box::new(|x, _| Mat::from_element(1, 1, x))),
+            (Domain::Simplex, false, 2) => (Interval::Unit, Box::new(|u, w| Mat::from_column_slice(2, 1, &[u, w]))),
+            _ => return Ok(None),
+        };
+        let a = self.logpart(f, eta.clone(), env)?;
+        let density = |x: f64, w: f64| -> (f64, Mat<f64>) {
+            let xv = point(x, w);
+            match (self.log_density(f, xv.clone(), eta, a, env), self.stat_logh(f, xv, env)) {
+                (Ok(lp), Ok((t, _))) => (lp.exp(), t),
+                _ => (f64::NAN, Mat::zeros(n, 1)),
+            }
+        };
+        let total = integrate(&|x, w| density(x, w).0, over);
+        let mean = Mat::from_fn(n, 1, |i, _| integrate(&|x, w| density(x, w).0 * density(x, w).1[(i, 0)], over));
+        let cov = Mat::from_fn(n, n, |i, j| {
+            integrate(
+                &|x, w| {
+                    let (p, t) = density(x, w);
+                    p * (t[(i, 0)] - mean[(i, 0)]) * (t[(j, 0)] - mean[(j, 0)])
+                },
+                over,
+            )
+        });
+        Ok(Some((mean, cov, total)))
+    }
+
     /// Σₓ h(x) exp(ηᵀT(x) − A(η)) over a finite support: 1 when A is the log-partition.
     pub fn total_probability(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<Option<f64>, String> {
         let Some(xs) = self.support(f, eta.nrows()) else { return Ok(None) };
@@ -467,6 +512,7 @@ impl<'m> Evaluator<'m> {
                 column(&x, "logsumexp")?;
                 scalar(logsumexp(&x))
             }
+            Node::Ones(a) => Mat::from_element(ev(*a)?.nrows(), 1, one),
             Node::Eye(a) => {
                 let n = ev(*a)?.nrows();
                 Mat::from_fn(n, n, |i, j| if i == j { one } else { S::of(0.0) })
@@ -627,8 +673,15 @@ impl<'m> Evaluator<'m> {
 
 fn softmax<S: Scalar>(x: &Mat<S>) -> Result<Mat<S>, String> {
     column(x, "softmax")?;
-    let l = logsumexp(x);
-    Ok(x.map(|y| (y - l).exp()))
+    // exp(x − max) / Σ exp(x − max): no overflow, and no rounding of a large log Σ exp
+    let m = x.iter().map(|v| v.re()).fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        let l = logsumexp(x);
+        return Ok(x.map(|y| (y - l).exp()));
+    }
+    let e = x.map(|y| (y - S::of(m)).exp());
+    let total = e.iter().fold(S::of(0.0), |acc, v| acc + *v);
+    Ok(e.map(|v| v / total))
 }
 
 fn has_jac(t: &RecExpr<Node>, id: Id) -> bool {

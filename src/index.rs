@@ -113,6 +113,7 @@ impl Builder<'_> {
             }
             Node::Diag(x) => Mul(b(self.entry(*x, (i, i))?), b(Delta(i, j))),
             Node::Eye(_) => Delta(i, j),
+            Node::Ones(_) => Num(1.0),
             // family quantities are read entry by entry as they are
             Node::Mean(_) | Node::LogPart(_) | Node::Cov(_) | Node::Second(_) => {
                 let ix = self.pick(id, ij);

@@ -41,6 +41,8 @@ define_language! {
         "sign" = Sign(Id),
         // the identity matrix as large as the vector argument
         "eye" = Eye(Id),
+        // the vector of ones as long as the vector argument, 𝟙
+        "ones" = Ones(Id),
         "jac" = Jac([Id; 2]),
         // expect q x body: the expectation of body over x with weights q
         "expect" = Expect([Id; 3]),
@@ -205,6 +207,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             column(0, "logsumexp")?;
             Ok(SCALAR)
         }
+        Ones(_) => Ok(Shape::vector(column(0, "ones")?)),
         Eye(_) => {
             let n = column(0, "eye")?;
             Ok(Shape::Mat(n, n))

@@ -14,6 +14,7 @@ pub mod index;
 pub mod lang;
 pub mod model;
 pub mod print;
+pub mod quadrature;
 pub mod report;
 pub mod rules;
 pub mod special;
@@ -31,4 +32,14 @@ pub fn default_rules() -> Vec<rules::Rule> {
 pub fn model_from_text(src: &str) -> Result<model::Model, String> {
     let families: Vec<(String, String)> = rules::DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
     cli::model_from_source("<model>", src, &families)
+}
+
+/// The built-in family catalog (`rules/families.ef`), each family as declared.
+pub fn catalog_families() -> Vec<model::Family> {
+    families_from(&rules::DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect::<Vec<_>>()).expect("the built-in catalog loads")
+}
+
+/// The families declared in family files (name, text): errors are diagnostics.
+pub fn families_from(files: &[(String, String)]) -> Result<Vec<model::Family>, String> {
+    cli::catalog(files)?.iter().map(|d| model::family(d, Default::default(), true).map_err(|e| e.message)).collect()
 }

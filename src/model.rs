@@ -224,7 +224,7 @@ struct Builder<'s, 'm> {
 
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
-    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign",
+    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "ones",
 ];
 
 impl<'s, 'm> Builder<'s, 'm> {
@@ -436,6 +436,7 @@ impl<'s, 'm> Builder<'s, 'm> {
             "sqrt" => Node::Sqrt(ids[0]),
             "abs" => Node::Abs(ids[0]),
             "sign" => Node::Sign(ids[0]),
+            "ones" => Node::Ones(ids[0]),
             _ => Node::Transpose(ids[0]),
         };
         self.add(node, span)

@@ -258,6 +258,11 @@ impl<'m> Printer<'m> {
                 };
                 (nabla.append(self.paren(d(*f), ATOM)), PRODUCT)
             }
+            // 1ᵀI is the row of ones 𝟙ᵀ, and its transpose 𝟙
+            Node::Transpose(a) if self.style != Style::Ascii && matches!(&t[*a], Node::Sum(e) if matches!(t[*e], Node::Eye(_))) => {
+                (txt(self.op("𝟙", "1", "\\mathbf{1}")), ATOM)
+            }
+            Node::Sum(e) if self.style != Style::Ascii && matches!(t[*e], Node::Eye(_)) => (txt(self.op("𝟙ᵀ", "1'", "\\mathbf{1}^{\\top}")), POSTFIX),
             Node::Transpose(a) => (p(*a, ATOM).append(txt(self.op("ᵀ", "'", "^{\\top}"))), POSTFIX),
             Node::Dot([a, b]) if self.style == Style::Ascii => (txt("dot(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
             Node::Outer([a, b]) if self.style == Style::Ascii => (txt("outer(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
@@ -327,6 +332,11 @@ impl<'m> Printer<'m> {
                 (txt(&head).append(txt(&open)).append(d(*t1).0).append(txt(close)).append(txt(sep)).append(txt(&open)).append(d(*t2).0).append(txt(close)).append(txt(end)), ATOM)
             }
             Node::Eye(_) => (txt("I"), ATOM),
+            Node::Ones(a) => match self.style {
+                Style::Latex => (txt("\\mathbf{1}"), ATOM),
+                Style::Unicode => (txt("𝟙"), ATOM),
+                Style::Ascii => self.call("ones", d(*a).0),
+            },
             Node::Jac([f, x]) => {
                 let xn = d(*x).0;
                 match self.style {

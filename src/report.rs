@@ -706,3 +706,89 @@ pub fn spectrum_line(s: &Spectrum, style: Style) -> String {
     let ones_note = if s.ones_null && s.null_dims != (1, 1) { format!("; H {ones} = 0 at every point") } else { String::new() };
     format!("eigenvalues of {} at {} points: {sign} (smallest/largest {}); {null}{ones_note}", s.quantity, s.points, fmt_err(s.min_rel_eigenvalue))
 }
+
+/// A model holding one family and its names, for printing the family's formulas.
+pub fn family_model(f: &crate::model::Family) -> Model {
+    use crate::model::{Domain, Var};
+    let mut m = Model { families: vec![f.clone()], ..Default::default() };
+    let mut var = |name: &str, shape, domain| {
+        m.vars.insert(name.to_string(), Var { name: name.to_string(), shape, domain, role: Role::Data, family: None });
+    };
+    var(&f.param, f.param_shape, f.param_domain);
+    var(&f.var, f.var_shape, f.support);
+    for (k, sh, d) in &f.known {
+        var(k, *sh, *d);
+    }
+    for u in &f.usual {
+        var(&u.name, u.shape, u.domain);
+    }
+    let _ = Domain::Real;
+    m
+}
+
+/// One family as `evolved families` shows it: its definition, then E[T] and Cov[T] as the
+/// rules derive them from A.
+pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: Option<&RecExpr<Node>>, style: Style) -> String {
+    let m = family_model(f);
+    let p = Printer::new(&m, style).one_line();
+    let n = |s: &str| name(s, style);
+    let known: String = f.known.iter().map(|(k, sh, d)| format!("; {} : {}", n(k), type_text(*sh, *d))).collect();
+    let none = || if style == Style::Latex { "\\text{(not derived)}".to_string() } else { "(not derived)".to_string() };
+    let (t, a, h) = (p.print(&f.stat), p.print(&f.logpart), p.print(&f.logh));
+    let mean = mean.map(|e| p.print(e)).unwrap_or_else(none);
+    let cov = cov.map(|e| p.print(e)).unwrap_or_else(none);
+    let usual: Vec<String> = f.usual.iter().map(|u| format!("{} : {} gives {} = {}", n(&u.name), type_text(u.shape, u.domain), n(&f.param), p.print(&u.eta))).collect();
+    match style {
+        Style::Latex => {
+            let mut rows = vec![
+                format!("&\\textbf{{{}}}\\left({} \\in {}{}\\right),\\ {} \\in {}", f.name, n(&f.param), latex_type(f.param_shape, f.param_domain), f.known.iter().map(|(k, sh, d)| format!(";\\ {} \\in {}", n(k), latex_type(*sh, *d))).collect::<String>(), n(&f.var), latex_type(f.var_shape, f.support)),
+                format!("T({}) &= {t}, \\quad A({}) = {a}, \\quad \\log h({}) = {h}", n(&f.var), n(&f.param), n(&f.var)),
+                format!("\\mathbb{{E}}[T] &= {mean}"),
+                format!("\\operatorname{{Cov}}[T] &= {cov}"),
+            ];
+            for u in &f.usual {
+                rows.push(format!("&\\text{{usual: }} {} \\in {},\\ {} = {}", n(&u.name), latex_type(u.shape, u.domain), n(&f.param), p.print(&u.eta)));
+            }
+            rows.join(" \\\\\n")
+        }
+        _ => {
+            let mut out = format!("{}({} : {}{known}) on {} : {}\n", f.name, n(&f.param), type_text(f.param_shape, f.param_domain), n(&f.var), type_text(f.var_shape, f.support));
+            out.push_str(&format!("  T({x}) = {t};  A({e}) = {a};  log h({x}) = {h}\n", x = n(&f.var), e = n(&f.param)));
+            if !usual.is_empty() {
+                out.push_str(&format!("  usual: {}\n", usual.join("; ")));
+            }
+            out.push_str(&format!("  E[T]   = {mean}\n  Cov[T] = {cov}\n"));
+            out
+        }
+    }
+}
+
+fn type_text(shape: crate::lang::Shape, d: crate::model::Domain) -> String {
+    use crate::lang::{Dim, Shape};
+    match shape {
+        Shape::Mat(Dim::One, Dim::One) => d.name().to_string(),
+        Shape::Mat(r, Dim::One) => format!("{}^{r}", d.name()),
+        Shape::Mat(r, c) => format!("{}^({r},{c})", d.name()),
+        Shape::Family => "a family".into(),
+    }
+}
+
+fn latex_type(shape: crate::lang::Shape, d: crate::model::Domain) -> String {
+    use crate::lang::{Dim, Shape};
+    use crate::model::Domain;
+    let base = match d {
+        Domain::Real => "\\mathbb{R}".to_string(),
+        Domain::Positive => "\\mathbb{R}_{>0}".to_string(),
+        Domain::Negative => "\\mathbb{R}_{<0}".to_string(),
+        Domain::Count => "\\mathbb{N}".to_string(),
+        Domain::Binary => "\\{0, 1\\}".to_string(),
+        Domain::Unit => "[0, 1]".to_string(),
+        d => format!("\\mathrm{{{}}}", d.name()),
+    };
+    match shape {
+        Shape::Mat(Dim::One, Dim::One) => base,
+        Shape::Mat(r, Dim::One) => format!("{base}^{{{r}}}"),
+        Shape::Mat(r, c) => format!("{base}^{{{r} \\times {c}}}"),
+        Shape::Family => base,
+    }
+}

@@ -116,6 +116,7 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("logsumexp", [a]) => Node::LogSumExp(*a),
         ("transpose", [a]) => Node::Transpose(*a),
         ("eye", [a]) => Node::Eye(*a),
+        ("ones", [a]) => Node::Ones(*a),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
         ("lgamma", [a]) => Node::Lgamma(*a),
         ("polygamma", [n, a]) => Node::Polygamma([*n, *a]),

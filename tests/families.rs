@@ -1,0 +1,218 @@
+//! The family catalog, family by family: E[T] and Cov[T] as the rules derive them from A
+//! agree with the derivatives of A by hyper-dual numbers *and* with moments computed a
+//! third way from the density itself (sums over finite and count supports, numeric
+//! integration over continuous ones); Cov[T] is symmetric positive semi-definite; the
+//! density sums or integrates to 1. Also: evaluation at extreme natural parameters, a
+//! family declared inline, and the catalog's worked problems (Poisson, KL).
+mod common;
+use common::*;
+use evolved::check::family_point;
+use evolved::derive::{family_moments, Limits};
+use evolved::eval::{Env, Evaluator, Mat};
+use evolved::model::Family;
+use evolved::report::family_model;
+use rand::SeedableRng;
+
+fn rel(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = a.iter().chain(b.iter()).fold(1e-300f64, |m, x| m.max(x.abs()));
+    a.iter().zip(b.iter()).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// For each of `points` random members: (closed-form E[T], Cov[T]) against A's
+/// derivatives and against the density; returns how many points had a third way.
+fn check_family(f: &Family, points: usize) -> usize {
+    let rules = evolved::default_rules();
+    let (mean, cov) = family_moments(f, &rules, &Limits::default()).unwrap();
+    let mean = mean.unwrap_or_else(|| panic!("{}: E[T] not derived", f.name));
+    let cov = cov.unwrap_or_else(|| panic!("{}: Cov[T] not derived", f.name));
+    let model = family_model(f);
+    let ev = Evaluator::new(&model);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    // a vector family at length 2 (a 2-simplex can be integrated) and 3
+    let sizes: &[usize] = if f.param_shape.is_scalar() { &[1] } else { &[2, 3] };
+    let mut third = 0;
+    for &n in sizes {
+        for _ in 0..points {
+            let (eta, mut env) = family_point(f, n, &mut rng).unwrap();
+            env.insert(egg::Symbol::from(f.param.as_str()), eta.clone());
+            let (m, c) = (ev.eval(&mean, &env).unwrap(), ev.eval(&cov, &env).unwrap());
+            let c = if c.shape() == (1, 1) && n > 1 { Mat::from_element(n, n, c[(0, 0)]) } else { c };
+            let (dm, dc) = ev.moments(f, &eta, &env).unwrap();
+            let at = format!("{} at η = {:?}, known {:?}", f.name, eta.as_slice(), env.iter().filter(|(k, _)| k.as_str() != f.param).map(|(k, v)| (k.to_string(), v.as_slice().to_vec())).collect::<Vec<_>>());
+            assert!(rel(&m, &dm) < 1e-10, "{at}: E[T] {m} vs ∇A {dm}");
+            assert!(rel(&c, &dc) < 1e-9, "{at}: Cov[T] {c} vs ∇²A {dc}");
+            assert!(rel(&c, &c.transpose()) < 1e-14, "{at}: Cov[T] is not symmetric: {c}");
+            let eig = nalgebra::SymmetricEigen::new(c.clone()).eigenvalues;
+            let top = eig.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+            assert!(eig.iter().all(|x| *x >= -1e-12 * top), "{at}: Cov[T] is not PSD: {eig}");
+            if let Some((tm, tc, total)) = ev.density_moments(f, &eta, &env).unwrap() {
+                third += 1;
+                assert!((total - 1.0).abs() < 1e-8, "{at}: the density sums to {total}");
+                assert!(rel(&m, &tm) < 1e-7, "{at}: E[T] {m} vs the density's {tm}");
+                assert!(rel(&c, &tc) < 1e-6, "{at}: Cov[T] {c} vs the density's {tc}");
+            }
+        }
+    }
+    third
+}
+
+#[test]
+fn every_catalog_family_has_its_moments_three_ways() {
+    let fams = evolved::catalog_families();
+    assert!(fams.len() >= 14, "{} families", fams.len());
+    for f in &fams {
+        let third = check_family(f, 6);
+        assert!(third > 0, "{}: no third way to its moments", f.name);
+    }
+}
+
+#[test]
+fn a_family_declared_inline_gets_its_moments() {
+    // no Rust change: one statement declares it, the rules derive E[T] and Cov[T]
+    let text = "family mypoisson(t : R) on z : count, T = z, A = exp(t), logh = -lgamma(z + 1), usual(rate : positive) = log(rate), mean = m";
+    let fams = evolved::families_from(&[("inline.ef".into(), text.into())]).unwrap();
+    assert_eq!(check_family(&fams[0], 6), 6);
+    // and a model that declares it derives and checks
+    let d = derive_text(&format!("param t : R; data y : count; {text}; y ~ mypoisson(t); J = -log p(y | t)"));
+    assert!(d.check().passed);
+    let g = evolved::print::print(&d.model, &d.d.results[1].term, evolved::print::Style::Unicode);
+    assert!(g.contains('y'), "{g}");
+}
+
+fn text_of(d: &Derived, order: usize) -> String {
+    let names = evolved::report::names(&d.model, &d.d.definitions, evolved::print::Style::Unicode);
+    let p = evolved::print::Printer { names, ..evolved::print::Printer::new(&d.model, evolved::print::Style::Unicode) };
+    p.print(&d.d.results.iter().find(|r| r.order == order).unwrap().term)
+}
+
+fn definitions(d: &Derived) -> Vec<String> {
+    d.d.definitions.iter().map(|x| evolved::report::definition_line(&d.model, x, &d.d.definitions, evolved::print::Style::Unicode)).collect()
+}
+
+#[test]
+fn poisson_nll_in_the_log_rate_and_in_the_rate() {
+    // in η: e^η − y and e^η, e^η written λ = E[y]
+    let d = derive_text("param eta : R; data y : count; y ~ poisson(eta); J = -log p(y | eta)");
+    assert_eq!(text_of(&d, 1), "λ − y");
+    assert_eq!(text_of(&d, 2), "λ");
+    assert_eq!(definitions(&d), vec!["λ = E[y] = exp(η)"]);
+    // the case's scalar check: λ = 3, y = 5 gives d/dη = λ − y = −2, d²/dη² = 3
+    let x = case("C12")["extra"]["reported_scalar_check"].clone();
+    let pt = format!("eta={}; y=5", 3f64.ln());
+    assert_close(&entries(&d.at(1, &pt)), &[x["in natural parameter eta=log lambda: d/deta = lambda - y"].as_f64().unwrap()], "d/dη");
+    assert_close(&entries(&d.at(2, &pt)), &[x["d2/deta2"].as_f64().unwrap()], "d²/dη²");
+    assert_close(&entries(&d.at(0, &pt)), &[x["exact_nll lambda - y log lambda + log y!"].as_f64().unwrap()], "the full NLL, log y! included");
+    assert!(d.check().passed);
+    // in λ: 1 − y/λ and y/λ²
+    let d = derive_text("param lambda : positive; data y : count; y ~ poisson(rate = lambda); J = -log p(y)");
+    assert_eq!(text_of(&d, 1), "1 − y / λ");
+    assert_eq!(text_of(&d, 2), "y / λ²");
+    assert_close(&entries(&d.at(1, "lambda=3; y=5")), &[x["d/dlambda"].as_f64().unwrap()], "d/dλ");
+    assert_close(&entries(&d.at(2, "lambda=3; y=5")), &[x["d2/dlambda2"].as_f64().unwrap()], "d²/dλ²");
+    assert_close(&entries(&d.at(0, "lambda=3; y=5")), &[x["exact_nll lambda - y log lambda + log y!"].as_f64().unwrap()], "the full NLL");
+    assert!(d.check().passed);
+}
+
+#[test]
+fn c12_poisson_regression_keeps_log_y_factorial() {
+    let c = case("C12");
+    let e = &c["evaluations"][0];
+    let pt = format!("beta={}; X={}; y={}", e["point"]["beta"], e["point"]["X"], e["point"]["y"]);
+    let d = derive_text(include_str!("../examples/poisson_regression.ef"));
+    assert_close(&entries(&d.at(0, &pt)), &[e["value"].as_f64().unwrap()], "C12 value (with log y!)");
+    assert_close(&entries(&d.at(1, &pt)), &flat(&e["gradient"]), "C12 gradient");
+    assert_close(&entries(&d.at(2, &pt)), &flat(&e["hessian"]), "C12 Hessian");
+    let wrong = c["wrong_answers_to_reject"]["GLM value with log(y!) dropped (only acceptable if the tool says so)"].as_f64().unwrap();
+    assert!((d.at(0, &pt)[(0, 0)] - wrong).abs() > 1.0);
+    assert_eq!(text_of(&d, 1), "Xᵀ (λ − y)");
+    assert_eq!(text_of(&d, 2), "Xᵀ diag(λ) X");
+    assert!(d.check().passed);
+}
+
+#[test]
+fn kl_between_categoricals_in_the_second_argument() {
+    let d = derive_text("dim k; param t1 : R^k; param t2 : R^k; J = KL(categorical(t1) || categorical(t2)); derive grad J wrt t2, hess J wrt t2");
+    assert_eq!(text_of(&d, 1), "p₂ − p₁");
+    assert_eq!(text_of(&d, 2), "diag(p₂) − p₂ p₂ᵀ");
+    assert!(d.check().passed);
+    // the value is Σ p₁ log(p₁/p₂), evaluated from the densities
+    let (a, b) = ([0.2f64, -0.4, 1.0], [0.5f64, 0.1, -0.3]);
+    let sm = |v: &[f64]| {
+        let z: f64 = v.iter().map(|x| x.exp()).sum();
+        v.iter().map(|x| x.exp() / z).collect::<Vec<_>>()
+    };
+    let (p, q) = (sm(&a), sm(&b));
+    let kl: f64 = p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum();
+    let pt = format!("t1={a:?}; t2={b:?}");
+    assert_close(&entries(&d.at(0, &pt)), &[kl], "KL value");
+    let g: Vec<f64> = q.iter().zip(&p).map(|(q, p)| q - p).collect();
+    assert_close(&entries(&d.at(1, &pt)), &g, "KL gradient in t2");
+}
+
+#[test]
+fn kl_between_poissons_is_checked_by_summing_the_densities() {
+    let d = derive_text("param a : R; param b : R; J = KL(poisson(a) || poisson(b))");
+    assert!(d.check().passed);
+    // KL(Pois(λ₁) ‖ Pois(λ₂)) = λ₁ log(λ₁/λ₂) − λ₁ + λ₂
+    let (l1, l2) = (2.0f64, 0.5f64);
+    let pt = format!("a={}; b={}", l1.ln(), l2.ln());
+    let want = l1 * (l1 / l2).ln() - l1 + l2;
+    let env = evolved::check::parse_point(&d.model, &pt).unwrap();
+    let v = Evaluator::new(&d.model).eval(d.model.loss("J").unwrap(), &env).unwrap();
+    assert_close(&[v[(0, 0)]], &[want], "KL by summation");
+    assert_close(&entries(&d.at(0, &pt)), &[want], "KL derived");
+}
+
+/// Evaluates a family's derived E[T] and Cov[T] at η.
+fn moments_at(name: &str, eta: &[f64]) -> (Mat<f64>, Mat<f64>, Mat<f64>, Mat<f64>) {
+    let f = evolved::catalog_families().into_iter().find(|f| f.name == name).unwrap();
+    let (mean, cov) = family_moments(&f, &evolved::default_rules(), &Limits::default()).unwrap();
+    let model = family_model(&f);
+    let ev = Evaluator::new(&model);
+    let mut env = Env::new();
+    let e = Mat::from_column_slice(eta.len(), 1, eta);
+    env.insert(egg::Symbol::from(f.param.as_str()), e.clone());
+    let (dm, dc) = ev.moments(&f, &e, &env).unwrap();
+    (ev.eval(&mean.unwrap(), &env).unwrap(), ev.eval(&cov.unwrap(), &env).unwrap(), dm, dc)
+}
+
+#[test]
+fn extreme_natural_parameters_stay_finite_and_accurate() {
+    let finite = |m: &Mat<f64>| m.iter().all(|x| x.is_finite());
+    // Bernoulli logit ±800: p = 1 and 0 (e^−800 is below f64's range), p(1 − p) = 0
+    for t in [800.0, -800.0] {
+        let (m, c, _, _) = moments_at("bernoulli", &[t]);
+        assert!(finite(&m) && finite(&c), "{t}: {m} {c}");
+        assert_eq!(m[(0, 0)], if t > 0.0 { 1.0 } else { 0.0 });
+        assert_eq!(c[(0, 0)], 0.0);
+    }
+    // and where the true value is representable, to 1e-10: σ(30)(1 − σ(30)) = σ(30)σ(−30)
+    for t in [30.0f64, -30.0, 700.0] {
+        let (m, c, _, _) = moments_at("bernoulli", &[t]);
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (wm, wc) = (s(t), (-t.abs()).exp() / (1.0 + (-t.abs()).exp()).powi(2));
+        assert!((m[(0, 0)] - wm).abs() <= 1e-10 * wm, "{t}: E {} vs {wm}", m[(0, 0)]);
+        assert!((c[(0, 0)] - wc).abs() <= 1e-10 * wc, "{t}: Var {} vs {wc}", c[(0, 0)]);
+    }
+    // categorical logits spread by ±1000
+    let (m, c, dm, dc) = moments_at("categorical", &[1000.0, 0.0, -1000.0, 999.0]);
+    assert!(finite(&m) && finite(&c), "{m} {c}");
+    assert!((m.sum() - 1.0).abs() < 1e-14, "{m}");
+    assert!(rel(&m, &dm) < 1e-10 && rel(&c, &dc) < 1e-10);
+    let e1 = 1.0 / (1.0 + (-1f64).exp());
+    assert!((m[(0, 0)] - e1).abs() < 1e-15, "{}", m[(0, 0)]);
+    // Poisson η = 300: e^300 is representable
+    let (m, c, dm, _) = moments_at("poisson", &[300.0]);
+    let want = 300f64.exp();
+    assert!((m[(0, 0)] - want).abs() <= 1e-10 * want && (c[(0, 0)] - want).abs() <= 1e-10 * want);
+    assert!((dm[(0, 0)] - want).abs() <= 1e-10 * want);
+    // the Bernoulli NLL's gradient at ±800 is finite
+    let d = derive_text(include_str!("../examples/bernoulli_nll.ef"));
+    for (t, y) in [(800.0, 1.0), (-800.0, 0.0), (800.0, 0.0)] {
+        let pt = format!("theta={t}; y={y}");
+        for order in 0..3 {
+            assert!(finite(&d.at(order, &pt)), "order {order} at {pt}");
+        }
+    }
+}
