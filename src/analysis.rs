@@ -98,7 +98,7 @@ impl Analysis<Node> for Facts {
             Node::Symbol(s) => egraph.analysis.symbol_shape(*s),
             _ => {
                 // 0 (no single shape) broadcasts like a scalar in elementwise arithmetic
-                let broadcast = matches!(enode, Node::Add(_) | Node::Sub(_) | Node::Mul(_) | Node::Div(_) | Node::Polygamma(_));
+                let broadcast = matches!(enode, Node::Add(_) | Node::Sub(_) | Node::Mul(_) | Node::Div(_) | Node::Polygamma(_) | Node::Vector(_));
                 let kids: Option<Vec<Shape>> = enode
                     .children()
                     .iter()
@@ -111,6 +111,23 @@ impl Analysis<Node> for Facts {
         match enode {
             Node::Symbol(s) if egraph.analysis.vars.contains_key(s) => {
                 free.insert(*s);
+                // a vector of fixed length depends on each of its entries
+                if let Some(n) = egraph.analysis.vars.get(s).and_then(|(sh, _)| crate::lang::fixed_length(*sh)) {
+                    free.extend((1..=n).map(|i| crate::lang::component(*s, i)));
+                }
+            }
+            // entry i of a variable depends on that entry only
+            Node::At([v, i]) => {
+                let sym = egraph[*v].nodes.iter().find_map(|n| match n {
+                    Node::Symbol(s) if egraph.analysis.vars.contains_key(s) => Some(*s),
+                    _ => None,
+                });
+                match (sym, get(i).constant) {
+                    (Some(s), Some(k)) if k.is_integer() && *k.numer() >= 1 => {
+                        free.insert(crate::lang::component(s, *k.numer() as usize));
+                    }
+                    _ => free.extend(get(v).free.iter().copied()),
+                }
             }
             // the identity depends on its argument's size only
             Node::Eye(_) | Node::Ones(_) => {}
@@ -129,7 +146,7 @@ impl Analysis<Node> for Facts {
         let z = |i: &Id| get(i).zero;
         let zero = match enode {
             Node::Num(n) => n.is_zero(),
-            Node::Transpose(a) | Node::Neg(a) | Node::Sum(a) | Node::Diag(a) => z(a),
+            Node::Transpose(a) | Node::Neg(a) | Node::Sum(a) | Node::Diag(a) | Node::At([a, _]) => z(a),
             Node::Mul([a, b]) | Node::MatMul([a, b]) | Node::Dot([a, b]) | Node::Outer([a, b]) => z(a) || z(b),
             Node::Add([a, b]) | Node::Sub([a, b]) => z(a) && z(b),
             Node::Div([a, _]) | Node::Jac([a, _]) => z(a),

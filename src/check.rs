@@ -387,10 +387,15 @@ pub fn family_point(f: &crate::model::Family, n: usize, rng: &mut ChaCha8Rng) ->
     }
     let eta = match f.usual.first() {
         Some(u) => {
-            let Shape::Mat(r, c) = u.shape else { unreachable!() };
-            let size = |d: Dim| if d == Dim::One { 1 } else { n };
             let mut e = env.clone();
-            e.insert(Symbol::from(u.name.as_str()), sample(rng, size(r), size(c), u.domain));
+            for (name, shape, domain) in &u.params {
+                let Shape::Mat(r, c) = *shape else { unreachable!() };
+                let size = |d: Dim| match d {
+                    Dim::One => 1,
+                    Dim::Named(s) => s.as_str().parse().unwrap_or(n),
+                };
+                e.insert(Symbol::from(name.as_str()), sample(rng, size(r), size(c), *domain));
+            }
             Evaluator::new(&Model::default()).eval(&u.eta, &e)?
         }
         None => sample(rng, n, 1, f.param_domain),

@@ -270,7 +270,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         }
         if !wanted.iter().any(|(l, w, o)| l == &req.loss && w.as_deref() == Some(req.wrt.as_str()) && *o == 1) {
             wanted.push((req.loss.clone(), Some(req.wrt.clone()), 1));
-            terms.push(gradient(loss, &req.wrt));
+            terms.push(gradient(loss, &req.wrt, entry_length(model.vars[&req.wrt].shape)));
         }
     }
     // Claims about gradients go into the same e-graph: proved when they share a class.
@@ -297,7 +297,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         .map(|(i, (l, w, _))| {
             let from = match w {
                 None => terms[i].clone(),
-                Some(x) => gradient(&derived[wanted.iter().position(|(l2, w2, _)| l2 == l && w2.is_none()).unwrap()], x),
+                Some(x) => gradient(&derived[wanted.iter().position(|(l2, w2, _)| l2 == l && w2.is_none()).unwrap()], x, entry_length(model.vars[x].shape)),
             };
             vec![(0, from, derived[i].clone())]
         })
@@ -320,7 +320,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut hterms = vec![];
     for (loss, wrt) in &hess_reqs {
         let gi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 1).unwrap();
-        hterms.push(on_top(&derived[gi], wrt, |r, x| Node::Jac([r, x])));
+        hterms.push(jacobian(&derived[gi], wrt, entry_length(model.vars[wrt].shape)));
         wanted.push((loss.clone(), Some(wrt.clone()), 2));
     }
     // Each family mean the gradients use, derived from its A, becomes a rule for the
@@ -444,6 +444,15 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         .into_iter()
         .map(|(term, closed)| Definition { term, explicit: closed.map(|_| ex2_explicit.find_best(*tidied.next().unwrap()).1) })
         .collect();
+    // A quantity is named as the tidied results write it (its argument may have been
+    // tidied too): the form in the results of its e-class.
+    for d in definitions.iter_mut() {
+        let Some(id) = g2.lookup_expr(&d.term) else { continue };
+        let written = results.iter().flat_map(|r| (0..r.term.as_ref().len()).map(move |i| subterm(&r.term, Id::from(i))));
+        if let Some(t) = written.filter(|t| t.as_ref().last().is_some_and(|n| std::mem::discriminant(n) == std::mem::discriminant(d.term.as_ref().last().unwrap()))).find(|t| g2.lookup_expr(t) == Some(id)) {
+            d.term = t;
+        }
+    }
     // Means before log-partitions, each in order of appearance.
     definitions.sort_by_key(|d| !matches!(d.term.as_ref().last(), Some(Node::Mean(_))));
 
@@ -509,7 +518,7 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     for (k, shape, domain) in &fam.known {
         facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
     }
-    let t = gradient(&fam.logpart, &fam.param);
+    let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape));
     let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
@@ -531,7 +540,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     for (k, shape, domain) in &fam.known {
         facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
     }
-    let jac = on_top(&mean, &fam.param, |r, x| Node::Jac([r, x]));
+    let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape));
     let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
     let g = &phase.runner.egraph;
     let (cost, cov) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
@@ -547,12 +556,55 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     Ok((out.next(), out.next()))
 }
 
-/// The gradient of a scalar term: D(term, x)ᵀ.
-pub(crate) fn gradient(term: &RecExpr<Node>, x: &str) -> RecExpr<Node> {
-    let mut t = on_top(term, x, |r, x| Node::Jac([r, x]));
-    let jac = Id::from(t.as_ref().len() - 1);
-    t.add(Node::Transpose(jac));
+/// The gradient of a scalar term: D(term, x)ᵀ; for a vector of a small fixed length n
+/// (R², R³, R⁴) entry by entry, [∂term/∂x₁, …, ∂term/∂xₙ], so the rules do scalar calculus.
+pub(crate) fn gradient(term: &RecExpr<Node>, x: &str, len: Option<usize>) -> RecExpr<Node> {
+    let Some(n) = len else {
+        let mut t = on_top(term, x, |r, x| Node::Jac([r, x]));
+        let jac = Id::from(t.as_ref().len() - 1);
+        t.add(Node::Transpose(jac));
+        return t;
+    };
+    let mut t = term.clone();
+    let root = Id::from(t.as_ref().len() - 1);
+    let entries = derivatives_by_entry(&mut t, root, x, n);
+    t.add(Node::Vector(entries.into()));
     t
+}
+
+/// The Jacobian D(term, x); for x of a small fixed length n, row by row from the
+/// entries of a column `term` of the same length (the Hessian from a gradient).
+pub(crate) fn jacobian(term: &RecExpr<Node>, x: &str, len: Option<usize>) -> RecExpr<Node> {
+    let Some(n) = len else { return on_top(term, x, |r, x| Node::Jac([r, x])) };
+    let mut t = term.clone();
+    let root = Id::from(t.as_ref().len() - 1);
+    let mut rows = vec![];
+    for i in 1..=n {
+        let k = t.add(Node::Num((i as i64).into()));
+        let entry = t.add(Node::At([root, k]));
+        let row = derivatives_by_entry(&mut t, entry, x, n);
+        let v = t.add(Node::Vector(row.into()));
+        rows.push(t.add(Node::Transpose(v)));
+    }
+    t.add(Node::Vector(rows.into()));
+    t
+}
+
+/// ∂f/∂x₁, …, ∂f/∂xₙ for the subterm `f` of `t`, added to `t`.
+fn derivatives_by_entry(t: &mut RecExpr<Node>, f: Id, x: &str, n: usize) -> Vec<Id> {
+    let xs = t.add(Node::Symbol(Symbol::from(x)));
+    (1..=n)
+        .map(|i| {
+            let k = t.add(Node::Num((i as i64).into()));
+            let xi = t.add(Node::At([xs, k]));
+            t.add(Node::Jac([f, xi]))
+        })
+        .collect()
+}
+
+/// The length of a parameter that is differentiated entry by entry (R² to R⁴).
+pub(crate) fn entry_length(shape: crate::lang::Shape) -> Option<usize> {
+    crate::lang::fixed_length(shape).filter(|n| *n <= 4)
 }
 
 /// `term` with one node on top, `top(root, s)`, where `s` is the symbol `sym`.

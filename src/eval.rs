@@ -336,6 +336,11 @@ impl<'m> Evaluator<'m> {
                 _ => (f64::NAN, Mat::zeros(n, 1)),
             }
         };
+        // a density unbounded at 1 (Beta with b < 1) cannot be integrated in x: 1 − x
+        // below 1e-16 is not there to see
+        if matches!(over, Interval::Unit) && f.var_shape.is_scalar() && density(1.0 - 1e-15, 1e-15).0 > 1e3 {
+            return Ok(None);
+        }
         let total = integrate(&|x, w| density(x, w).0, over);
         let mean = Mat::from_fn(n, 1, |i, _| integrate(&|x, w| density(x, w).0 * density(x, w).1[(i, 0)], over));
         let cov = Mat::from_fn(n, n, |i, j| {
@@ -511,6 +516,21 @@ impl<'m> Evaluator<'m> {
                 let x = ev(*a)?;
                 column(&x, "logsumexp")?;
                 scalar(logsumexp(&x))
+            }
+            Node::Vector(items) => {
+                let rows: Vec<Mat<S>> = items.iter().map(|c| ev(*c)).collect::<Result<_, _>>()?;
+                let cols = rows[0].ncols();
+                if rows.iter().any(|r| r.nrows() != 1 || r.ncols() != cols) {
+                    return Err("the entries of [..] must be scalars or rows of one length".into());
+                }
+                Mat::from_fn(rows.len(), cols, |i, j| rows[i][(0, j)])
+            }
+            Node::At([v, i]) => {
+                let (m, k) = (ev(*v)?, ev(*i)?[(0, 0)].re());
+                if k.fract() != 0.0 || k < 1.0 || k as usize > m.nrows() {
+                    return Err(format!("index {k} is outside 1..{}", m.nrows()));
+                }
+                m.rows(k as usize - 1, 1).into_owned()
             }
             Node::Ones(a) => Mat::from_element(ev(*a)?.nrows(), 1, one),
             Node::Eye(a) => {

@@ -43,6 +43,10 @@ define_language! {
         "eye" = Eye(Id),
         // the vector of ones as long as the vector argument, 𝟙
         "ones" = Ones(Id),
+        // a vector written out, [a, b]: its entries stacked (scalars, or rows into a matrix)
+        "vec" = Vector(Box<[Id]>),
+        // at v i: entry i of a vector (row i of a matrix), counted from 1; i a constant
+        "at" = At([Id; 2]),
         "jac" = Jac([Id; 2]),
         // expect q x body: the expectation of body over x with weights q
         "expect" = Expect([Id; 3]),
@@ -208,6 +212,28 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             Ok(SCALAR)
         }
         Ones(_) => Ok(Shape::vector(column(0, "ones")?)),
+        Vector(items) => {
+            if items.is_empty() || items.len() > 16 {
+                return Err("a vector written out has 1 to 16 entries".into());
+            }
+            let cols = match mat(0)? {
+                (Dim::One, c) => c,
+                _ => return Err(format!("the entries of [..] must be scalars or rows, got {}", kids[0])),
+            };
+            for i in 1..items.len() {
+                if mat(i)? != (Dim::One, cols) {
+                    return Err(format!("the entries of [..] differ in shape: {} and {}", kids[0], kids[i]));
+                }
+            }
+            Ok(Shape::Mat(Dim::Named(egg::Symbol::from(items.len().to_string().as_str())), cols))
+        }
+        At(_) => {
+            let (_, c) = mat(0)?;
+            if !kids[1].is_scalar() {
+                return Err("an index must be a number".into());
+            }
+            Ok(Shape::Mat(Dim::One, c))
+        }
         Eye(_) => {
             let n = column(0, "eye")?;
             Ok(Shape::Mat(n, n))
@@ -256,6 +282,20 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         Num(_) => Ok(SCALAR),
         Symbol(s) => Err(format!("unknown name `{s}`")),
     }
+}
+
+/// The length of a vector of a fixed, small size (R^2): entry i of it is a variable of
+/// its own for differentiation.
+pub fn fixed_length(s: Shape) -> Option<usize> {
+    match s {
+        Shape::Mat(Dim::Named(n), Dim::One) => n.as_str().parse().ok().filter(|n| (2..=16).contains(n)),
+        _ => None,
+    }
+}
+
+/// The name of entry i of a variable, for the free-variable analysis: `eta[1]`.
+pub fn component(s: Symbol, i: usize) -> Symbol {
+    Symbol::from(format!("{s}[{i}]").as_str())
 }
 
 /// Names that stand for a number in every model: `pi`.

@@ -107,13 +107,12 @@ impl Family {
     }
 }
 
-/// A usual parameter of a family and the natural parameter it gives.
+/// Usual parameters of a family (rate; shape and rate) and the natural parameter they give.
 #[derive(Clone, Debug)]
 pub struct Usual {
-    pub name: String,
-    pub shape: Shape,
-    pub domain: Domain,
-    /// η in terms of `name` (and the known parameters)
+    /// name, shape, domain
+    pub params: Vec<(String, Shape, Domain)>,
+    /// η in terms of the usual parameters (and the known ones)
     pub eta: RecExpr<Node>,
 }
 
@@ -224,7 +223,7 @@ struct Builder<'s, 'm> {
 
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
-    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "ones",
+    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "ones", "vec", "at",
 ];
 
 impl<'s, 'm> Builder<'s, 'm> {
@@ -405,7 +404,7 @@ impl<'s, 'm> Builder<'s, 'm> {
         if !ALLOWED_IN_MODELS.contains(&f) {
             return Err(err(span, format!("unknown function `{f}`; known: {}", ALLOWED_IN_MODELS.join(", "))));
         }
-        let arity = if matches!(f, "dot" | "outer" | "polygamma") { 2 } else { 1 };
+        let arity = if matches!(f, "dot" | "outer" | "polygamma" | "at") { 2 } else if f == "vec" { args.len().clamp(1, 16) } else { 1 };
         if args.len() != arity {
             return Err(err(span, format!("`{f}` takes {arity} argument{}, got {}", if arity == 1 { "" } else { "s" }, args.len())));
         }
@@ -437,6 +436,28 @@ impl<'s, 'm> Builder<'s, 'm> {
             "abs" => Node::Abs(ids[0]),
             "sign" => Node::Sign(ids[0]),
             "ones" => Node::Ones(ids[0]),
+            "vec" => {
+                // [[a, b], [c, d]] is a matrix with those rows
+                let mut items = ids.clone();
+                if items.iter().all(|&i| matches!(self.shape(i), Shape::Mat(r, Dim::One) if r != Dim::One)) {
+                    for (k, i) in ids.iter().enumerate() {
+                        items[k] = self.add(Node::Transpose(*i), args[k].span)?;
+                    }
+                }
+                Node::Vector(items.as_slice().into())
+            }
+            "at" => {
+                let n = match self.shape(ids[0]) {
+                    Shape::Mat(Dim::Named(n), _) => n.as_str().parse::<i64>().ok(),
+                    Shape::Mat(Dim::One, _) => Some(1),
+                    _ => None,
+                };
+                let ok = matches!(&self.out[ids[1]], Node::Num(r) if r.is_integer() && *r.numer() >= 1 && n.is_none_or(|n| *r.numer() <= n));
+                if !ok {
+                    return Err(err(args[1].span, format!("an index must be a whole number from 1 to the length ({})", n.map_or("its size".to_string(), |n| n.to_string()))));
+                }
+                Node::At([ids[0], ids[1]])
+            }
             _ => Node::Transpose(ids[0]),
         };
         self.add(node, span)
@@ -698,8 +719,13 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
         return Err(err(fspan, format!("unknown family `{fname}`; known: {}", known.join(", "))));
     };
     let fam = &m.families[fi];
-    let names: Vec<String> = std::iter::once(fam.param.clone()).chain(fam.usual.iter().map(|u| u.name.clone())).chain(fam.known.iter().map(|k| k.0.clone())).collect();
+    let names: Vec<String> = std::iter::once(fam.param.clone())
+        .chain(fam.usual.iter().flat_map(|u| u.params.iter().map(|p| p.0.clone())))
+        .chain(fam.known.iter().map(|k| k.0.clone()))
+        .collect();
     let mut natural: Option<(RecExpr<Node>, Span)> = None;
+    // usual parameters given by name: (parameterisation, name, term, span)
+    let mut usual_given: Vec<(usize, String, RecExpr<Node>, Span)> = vec![];
     let mut known: Vec<Option<(RecExpr<Node>, Shape)>> = vec![None; fam.known.len()];
     let mut positional = 0;
     for a in args {
@@ -710,18 +736,17 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
                 positional - 1
             }
             Some((n, _)) if *n == fam.param => 0,
-            Some((n, nspan)) => match (fam.usual.iter().position(|u| u.name == *n), fam.known.iter().position(|k| k.0 == *n)) {
+            Some((n, nspan)) => match (fam.usual.iter().position(|u| u.params.iter().any(|p| p.0 == *n)), fam.known.iter().position(|k| k.0 == *n)) {
                 (Some(u), _) => {
-                    if natural.is_some() {
-                        return Err(err(*nspan, format!("{fname}'s parameter is given twice")));
+                    let (_, ushape, _) = fam.usual[u].params.iter().find(|p| p.0 == *n).unwrap();
+                    let elementwise_ok = ushape.is_scalar() && sh.is_column();
+                    if sh != *ushape && !elementwise_ok {
+                        return Err(err(a.value.span, format!("`{n}` of {fname} is {ushape}, got {sh}")));
                     }
-                    let usual = &fam.usual[u];
-                    let elementwise_ok = usual.shape.is_scalar() && sh.is_column();
-                    if sh != usual.shape && !elementwise_ok {
-                        return Err(err(a.value.span, format!("`{n}` of {fname} is {}, got {sh}", usual.shape)));
+                    if usual_given.iter().any(|g| g.1 == *n) {
+                        return Err(err(*nspan, format!("`{n}` of {fname} is given twice")));
                     }
-                    let from = RecExpr::from(vec![Node::Symbol(Symbol::from(usual.name.as_str()))]);
-                    natural = Some((crate::derive::replace(&usual.eta, &from, &t), a.value.span));
+                    usual_given.push((u, n.clone(), t, *nspan));
                     continue;
                 }
                 (None, Some(k)) => k + 1,
@@ -743,6 +768,24 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
             let listed: Vec<&str> = std::iter::once(fam.param.as_str()).chain(fam.known.iter().map(|k| k.0.as_str())).collect();
             return Err(err(a.value.span, format!("{fname} takes {n} parameter{} ({}), got {}", if n == 1 { "" } else { "s" }, listed.join(", "), args.len())));
         }
+    }
+    if let Some((u, _, _, uspan)) = usual_given.first() {
+        if natural.is_some() {
+            return Err(err(*uspan, format!("{fname}'s parameter is given twice: its natural parameter and a usual one")));
+        }
+        let usual = &fam.usual[*u];
+        if let Some(g) = usual_given.iter().find(|g| g.0 != *u) {
+            return Err(err(g.3, format!("`{}` and `{}` are parameters of different parameterisations of {fname}", usual_given[0].1, g.1)));
+        }
+        let mut eta = usual.eta.clone();
+        for (p, _, _) in &usual.params {
+            let Some(g) = usual_given.iter().find(|g| g.1 == *p) else {
+                let all: Vec<String> = usual.params.iter().map(|p| format!("{} = …", p.0)).collect();
+                return Err(err(span, format!("{fname} needs `{p}` too: {fname}({})", all.join(", "))));
+            };
+            eta = crate::derive::replace(&eta, &RecExpr::from(vec![Node::Symbol(Symbol::from(p.as_str()))]), &g.2);
+        }
+        natural = Some((eta, *uspan));
     }
     let Some((mut eta, eta_span)) = natural else {
         return Err(err(span, format!("{fname} needs its parameter: {fname}({}) or a usual one", fam.param)));
@@ -902,19 +945,24 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         None => return Err(err(span, format!("family `{}` needs its sufficient statistic: `T = …`", f.name))),
     };
     let logh = logh.unwrap_or_else(|| RecExpr::from(vec![Node::Num(0.into())]));
-    let mut usual = vec![];
-    for (u, t, e, uspan) in &f.usual {
-        let (shape, domain) = type_shape(t, &dims)?;
-        if u == &f.param || u == &f.var || known.iter().any(|(k, _, _)| k == u) || usual.iter().any(|x: &Usual| &x.name == u) {
-            return Err(err(*uspan, format!("the name `{u}` is used twice in family `{}`", f.name)));
+    let mut usual: Vec<Usual> = vec![];
+    for (names, e, uspan) in &f.usual {
+        let mut params = vec![];
+        for (u, t) in names {
+            let (shape, domain) = type_shape(t, &dims)?;
+            let taken = u == &f.param || u == &f.var || known.iter().any(|(k, _, _)| k == u) || params.iter().any(|(p, _, _): &(String, Shape, Domain)| p == u);
+            if taken || usual.iter().any(|x| x.params.iter().any(|(p, _, _)| p == u)) {
+                return Err(err(*uspan, format!("the name `{u}` is used twice in family `{}`", f.name)));
+            }
+            params.push((u.clone(), shape, domain));
         }
-        let mut locals = vec![(u.clone(), shape)];
+        let mut locals: Vec<(String, Shape)> = params.iter().map(|(u, s, _)| (u.clone(), *s)).collect();
         locals.extend(known.iter().map(|(k, sh, _)| (k.clone(), *sh)));
         let (eta, es) = build(&Scope { model: &empty, lets: &lets, locals, dims: &dims }, e)?;
         if es != param_shape {
-            return Err(err(e.span, format!("the natural parameter from `{u}` must be {param_shape}, got {es}")));
+            return Err(err(e.span, format!("the natural parameter from the usual parameters must be {param_shape}, got {es}")));
         }
-        usual.push(Usual { name: u.clone(), shape, domain, eta });
+        usual.push(Usual { params, eta });
     }
     Ok(Family {
         name: f.name.clone(),

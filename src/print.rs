@@ -332,6 +332,51 @@ impl<'m> Printer<'m> {
                 (txt(&head).append(txt(&open)).append(d(*t1).0).append(txt(close)).append(txt(sep)).append(txt(&open)).append(d(*t2).0).append(txt(close)).append(txt(end)), ATOM)
             }
             Node::Eye(_) => (txt("I"), ATOM),
+            Node::Vector(items) => {
+                // the rows of a matrix written out, [a, b]ᵀ each
+                let row = |c: &Id| match &t[*c] {
+                    Node::Transpose(v) => match &t[*v] {
+                        Node::Vector(r) => Some(r.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let rows: Option<Vec<Box<[Id]>>> = items.iter().map(row).collect();
+                match (rows, self.style) {
+                    (Some(rows), Style::Latex) => {
+                        let body: Vec<Doc> = rows.iter().map(|r| Doc::intersperse(r.iter().map(|c| d(*c).0), txt(" & "))).collect();
+                        (txt("\\begin{pmatrix} ").append(Doc::intersperse(body, txt(" \\\\ "))).append(txt(" \\end{pmatrix}")), ATOM)
+                    }
+                    (Some(rows), _) => {
+                        let body: Vec<Doc> = rows.iter().map(|r| txt("[").append(Doc::intersperse(r.iter().map(|c| d(*c).0), txt(", "))).append(txt("]"))).collect();
+                        (txt("[").append(Doc::intersperse(body, txt(", "))).append(txt("]")), ATOM)
+                    }
+                    (None, Style::Latex) => {
+                        let parts: Vec<Doc> = items.iter().map(|c| d(*c).0).collect();
+                        (txt("\\begin{pmatrix} ").append(Doc::intersperse(parts, txt(" \\\\ "))).append(txt(" \\end{pmatrix}")), ATOM)
+                    }
+                    (None, _) => {
+                        let parts: Vec<Doc> = items.iter().map(|c| d(*c).0).collect();
+                        (txt("[").append(Doc::intersperse(parts, txt(", "))).append(txt("]")), ATOM)
+                    }
+                }
+            }
+            Node::At([v, i]) => {
+                let k = match &t[*i] {
+                    Node::Num(r) if r.is_integer() => r.numer().to_string(),
+                    _ => "?".into(),
+                };
+                match self.style {
+                    Style::Ascii => (p(*v, ATOM).append(txt(&format!("[{k}]"))), POSTFIX),
+                    Style::Latex => (txt("{").append(p(*v, ATOM)).append(txt(&format!("}}_{{{k}}}"))), if matches!(t[*v], Node::Symbol(_)) { ATOM } else { POSTFIX }),
+                    Style::Unicode => {
+                        let sub: String = k.chars().map(|c| c.to_digit(10).map_or(c, |d| char::from_u32(0x2080 + d).unwrap())).collect();
+                        // η₁ is a name of its own
+                        let prec = if matches!(t[*v], Node::Symbol(_)) { ATOM } else { POSTFIX };
+                        (p(*v, ATOM).append(txt(&sub)), prec)
+                    }
+                }
+            }
             Node::Ones(a) => match self.style {
                 Style::Latex => (txt("\\mathbf{1}"), ATOM),
                 Style::Unicode => (txt("𝟙"), ATOM),

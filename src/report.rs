@@ -719,8 +719,8 @@ pub fn family_model(f: &crate::model::Family) -> Model {
     for (k, sh, d) in &f.known {
         var(k, *sh, *d);
     }
-    for u in &f.usual {
-        var(&u.name, u.shape, u.domain);
+    for (name, shape, domain) in f.usual.iter().flat_map(|u| &u.params) {
+        var(name, *shape, *domain);
     }
     let _ = Domain::Real;
     m
@@ -737,7 +737,10 @@ pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: 
     let (t, a, h) = (p.print(&f.stat), p.print(&f.logpart), p.print(&f.logh));
     let mean = mean.map(|e| p.print(e)).unwrap_or_else(none);
     let cov = cov.map(|e| p.print(e)).unwrap_or_else(none);
-    let usual: Vec<String> = f.usual.iter().map(|u| format!("{} : {} gives {} = {}", n(&u.name), type_text(u.shape, u.domain), n(&f.param), p.print(&u.eta))).collect();
+    let params = |u: &crate::model::Usual, sep: &str, ty: &dyn Fn(crate::lang::Shape, crate::model::Domain) -> String| {
+        u.params.iter().map(|(p, s, d)| format!("{} {sep} {}", n(p), ty(*s, *d))).collect::<Vec<_>>().join(", ")
+    };
+    let usual: Vec<String> = f.usual.iter().map(|u| format!("{} gives {} = {}", params(u, ":", &type_text), n(&f.param), p.print(&u.eta))).collect();
     match style {
         Style::Latex => {
             let mut rows = vec![
@@ -747,7 +750,7 @@ pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: 
                 format!("\\operatorname{{Cov}}[T] &= {cov}"),
             ];
             for u in &f.usual {
-                rows.push(format!("&\\text{{usual: }} {} \\in {},\\ {} = {}", n(&u.name), latex_type(u.shape, u.domain), n(&f.param), p.print(&u.eta)));
+                rows.push(format!("&\\text{{usual: }} {},\\ {} = {}", params(u, "\\in", &latex_type), n(&f.param), p.print(&u.eta)));
             }
             rows.join(" \\\\\n")
         }

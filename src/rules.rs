@@ -45,12 +45,14 @@ pub enum Cond {
     /// natural parameter is a vector or the matched parameter a scalar: a vector of
     /// independent binary members has E[x xᵀ] ≠ diag(E[x])
     Indicator(Var, Option<Var>),
+    /// a vector of this fixed length (its entries are variables of their own)
+    Length(Var, usize),
     /// shaped like the named family's natural parameter; with `true`, a vector parameter
     /// of a scalar family (a vector of independent members)
     ParamOf(Var, Symbol, bool),
 }
 
-const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F), indicator(F, t)";
+const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F), indicator(F, t), length(x, 2)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -117,6 +119,8 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("transpose", [a]) => Node::Transpose(*a),
         ("eye", [a]) => Node::Eye(*a),
         ("ones", [a]) => Node::Ones(*a),
+        ("vec", items) if !items.is_empty() => Node::Vector(items.into()),
+        ("at", [v, i]) => Node::At([*v, *i]),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
         ("lgamma", [a]) => Node::Lgamma(*a),
         ("polygamma", [n, a]) => Node::Polygamma([*n, *a]),
@@ -190,6 +194,14 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
             Cond::Depends(p, var_of(&args[1])?)
         }
         "indicator" if args.len() == 2 => Cond::Indicator(v(0)?, Some(v(1)?)),
+        "length" => {
+            want(2)?;
+            let n = match &args[1].kind {
+                ExprKind::Num(s) => s.parse::<usize>().ok().filter(|n| (2..=16).contains(n)),
+                _ => None,
+            };
+            Cond::Length(v(0)?, n.ok_or((args[1].span, "length(x, n) takes a whole number n from 2 to 16".to_string()))?)
+        }
         "same-shape" | "same_shape" => {
             want(2)?;
             Cond::SameShape(v(0)?, v(1)?)
@@ -294,7 +306,7 @@ fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
         Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
         Cond::Depends(p, x) => pattern_vars(p).into_iter().chain([*x]).collect(),
-        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) => vec![*a],
+        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) | Cond::Length(a, _) => vec![*a],
         Cond::Indicator(a, Some(b)) => vec![*a, *b],
     }
 }
@@ -320,7 +332,19 @@ fn pattern_shape(p: &PatternAst<Node>, env: &HashMap<Var, Shape>, syms: &dyn Fn(
 fn check_shapes(rule: &Rule) -> Result<(), String> {
     let m = Dim::Named(Symbol::from("m"));
     let n = Dim::Named(Symbol::from("n"));
-    let candidates = [SCALAR, Shape::vector(m), Shape::vector(n), Shape::Mat(m, n), Shape::Mat(n, m), Shape::Mat(Dim::One, m), Shape::Mat(n, n)];
+    let mut candidates = vec![SCALAR, Shape::vector(m), Shape::vector(n), Shape::Mat(m, n), Shape::Mat(n, m), Shape::Mat(Dim::One, m), Shape::Mat(n, n)];
+    // vectors of a fixed length, and the rows and matrices [a, b] makes of them
+    for c in &rule.conds {
+        if let Cond::Length(_, k) = c {
+            let d = Dim::Named(Symbol::from(k.to_string().as_str()));
+            candidates.splice(0..0, [Shape::vector(d), Shape::Mat(Dim::One, d), Shape::Mat(d, d)]);
+        }
+    }
+    let has_vec = |p: &PatternAst<Node>| p.iter().any(|n| matches!(n, ENodeOrVar::ENode(Node::Vector(_))));
+    if has_vec(&rule.lhs) || has_vec(&rule.rhs) {
+        let two = Dim::Named(Symbol::from("2"));
+        candidates.extend([Shape::vector(two), Shape::Mat(Dim::One, two), Shape::Mat(two, two)]);
+    }
     // Variables in a family position can only be families.
     let mut family_vars = BTreeSet::new();
     for node in rule.lhs.iter() {
@@ -354,6 +378,7 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
             Cond::Column(a) => env[a].is_column(),
             Cond::Row(a) => matches!(env[a], Shape::Mat(Dim::One, _)),
             Cond::SameShape(a, b) => env[a] == env[b],
+            Cond::Length(a, k) => crate::lang::fixed_length(env[a]) == Some(*k),
             Cond::ParamOf(..) | Cond::Depends(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
         });
         if !holds {
@@ -511,6 +536,7 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
         Cond::Row(a) => data(a).shape.is_some_and(|s| matches!(s, Shape::Mat(Dim::One, _))),
         Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
         Cond::Const(a) => data(a).constant.is_some(),
+        Cond::Length(a, k) => data(a).shape.and_then(crate::lang::fixed_length) == Some(*k),
         Cond::Domain(a, d) => has_symbol(egraph, subst[*a], &|s| egraph.analysis.vars.get(&s).is_some_and(|(_, dom)| dom == d)),
         Cond::Indicator(f, t) => has_symbol(egraph, subst[*f], &|s| {
             egraph.analysis.families.get(&s).is_some_and(|(shape, ind)| *ind && (t.is_none() || !shape.is_scalar() || t.is_some_and(|t| data(&t).shape.is_some_and(|x| x.is_scalar()))))
@@ -529,6 +555,12 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
 impl Applier<Node, crate::analysis::Facts> for CondApplier {
     fn apply_one(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, ast: Option<&PatternAst<Node>>, rule: Symbol) -> Vec<Id> {
         if !self.conds.iter().all(|c| check(egraph, subst, c)) {
+            return vec![];
+        }
+        // A class known to be zero needs no more forms, only the 0 itself: rewriting its
+        // members (a − a, 0 ⊙ t, …) by distribution rules multiplies them without end.
+        let rhs_zero = matches!(self.rhs.ast.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into());
+        if egraph[eclass].data.zero && !rhs_zero {
             return vec![];
         }
         // A guard behind the load-time shape check: never merge terms of different shapes.

@@ -68,9 +68,9 @@ pub struct FamilyDecl {
     pub known: Vec<(String, TypeExpr)>,
     /// `T = ...`, `A = ...`, `logh = ...`, `mean = name`, each with the span of its key.
     pub clauses: Vec<(String, Span, Expr)>,
-    /// `usual(rate : positive) = log(rate)`: a usual parameter and the natural parameter
-    /// it gives
-    pub usual: Vec<(String, TypeExpr, Expr, Span)>,
+    /// `usual(rate : positive) = log(rate)`, `usual(shape : positive, rate : positive) =
+    /// [shape - 1, -rate]`: usual parameters and the natural parameter they give
+    pub usual: Vec<(Vec<(String, TypeExpr)>, Expr, Span)>,
     /// `recognise`: models that do not mention the family still have its log-partition
     /// recognised (log Σ exp θ is A of categorical)
     pub recognise: bool,
@@ -334,6 +334,14 @@ impl<'a> Src<'a> {
             if let Some(r) = rest.strip_prefix('\'').or_else(|| rest.strip_prefix('ᵀ')) {
                 e = Expr { kind: ExprKind::Transpose(Box::new(e)), span: self.span(i, r) };
                 rest = r;
+            } else if rest.starts_with('[') {
+                // v[i]: an entry, counted from 1
+                let (r, mut args) = self.args(rest, ']')?;
+                if args.len() != 1 {
+                    return fail(rest, "an index takes one number: v[1]");
+                }
+                e = Expr { kind: ExprKind::Call("at".into(), vec![e, args.remove(0)]), span: self.span(i, r) };
+                rest = r;
             } else {
                 return Ok((rest, e));
             }
@@ -425,6 +433,14 @@ impl<'a> Src<'a> {
     fn primary_inner(&self, i: &'a str, nl: bool) -> Res<'a, Expr> {
         if let Ok((rest, n)) = number(i) {
             return Ok((rest, Expr { kind: ExprKind::Num(n.to_string()), span: self.span(i, rest) }));
+        }
+        if i.starts_with('[') {
+            // [a, b]: a vector written out
+            let (r, args) = self.args(i, ']')?;
+            if args.is_empty() {
+                return fail(i, "a vector needs at least one entry: [a, b]");
+            }
+            return Ok((r, Expr { kind: ExprKind::Call("vec".into(), args), span: self.span(i, r) }));
         }
         if let Some(r) = i.strip_prefix('(') {
             let open = i;
@@ -703,18 +719,29 @@ impl<'a> Src<'a> {
                 continue;
             }
             if key == "usual" {
-                let (r4, _) = self.expect_char(r3, '(', "and the usual parameter, as in usual(rate : positive) = log(rate)")?;
-                let (r4, (u, _)) = self.name(r4, "the usual parameter's name")?;
-                let (r4, _) = self.expect_char(r4, ':', "before the usual parameter's type")?;
-                let (r4, t) = self.type_expr(r4)?;
-                let (r4, _) = self.expect_char(r4, ')', "after the usual parameter's type")?;
+                let (mut r4, _) = self.expect_char(r3, '(', "and the usual parameter, as in usual(rate : positive) = log(rate)")?;
+                let mut names = vec![];
+                loop {
+                    let (r5, (u, _)) = self.name(r4, "the usual parameter's name")?;
+                    let (r5, _) = self.expect_char(r5, ':', "before the usual parameter's type")?;
+                    let (r5, t) = self.type_expr(r5)?;
+                    names.push((u, t));
+                    match ws(r5, false).strip_prefix(',') {
+                        Some(r6) => r4 = r6,
+                        None => {
+                            r4 = r5;
+                            break;
+                        }
+                    }
+                }
+                let (r4, _) = self.expect_char(r4, ')', "after the usual parameters")?;
                 let (r4, _) = self.expect_char(r4, '=', "and the natural parameter it gives")?;
                 let (r4, e) = match self.expr(ws(r4, false), false) {
                     Ok(x) => x,
                     Err(nom::Err::Error(_)) => return fail(ws(r4, false), "expected the natural parameter as an expression of the usual one"),
                     Err(e) => return Err(e),
                 };
-                usual.push((u, t, e, kspan));
+                usual.push((names, e, kspan));
                 r = r4;
                 continue;
             }
