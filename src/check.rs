@@ -133,6 +133,7 @@ fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat
         Domain::Real => Mat::from_fn(rows, cols, |_, _| rng.random_range(-2.0..2.0)),
         Domain::Positive => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.2..3.0)),
         Domain::Negative => Mat::from_fn(rows, cols, |_, _| -rng.random_range(0.2..3.0)),
+        Domain::Angle => Mat::from_fn(rows, cols, |_, _| rng.random_range(-std::f64::consts::PI..std::f64::consts::PI)),
         Domain::Unit => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.0..1.0)),
         Domain::Binary => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..2) as f64),
         Domain::Count => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..9) as f64),
@@ -143,6 +144,11 @@ fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat
         }
         Domain::OneHot => {
             let i = rng.random_range(0..rows);
+            Mat::from_fn(rows, cols, |r, _| (r == i) as u8 as f64)
+        }
+        // one-hot or all zero (the last of k + 1 categories)
+        Domain::OneHotOrZero => {
+            let i = rng.random_range(0..=rows);
             Mat::from_fn(rows, cols, |r, _| (r == i) as u8 as f64)
         }
     }
@@ -499,6 +505,11 @@ fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
                 return bad("negative (every entry < 0)", e);
             }
         }
+        Domain::Angle => {
+            if let Some(e) = entry(&|x| x.abs() > std::f64::consts::PI) {
+                return bad("an angle (every entry in [−π, π])", e);
+            }
+        }
         Domain::Unit => {
             if let Some(e) = entry(&|x| !(0.0..=1.0).contains(&x)) {
                 return bad("in [0, 1]", e);
@@ -530,6 +541,16 @@ fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
             }
             let ones = m.iter().filter(|x| **x == 1.0).count();
             if ones != 1 {
+                return bad(why, format!("{ones} entries are 1"));
+            }
+        }
+        Domain::OneHotOrZero => {
+            let why = "one-hot or zero (at most one entry 1, the others 0)";
+            if let Some(e) = entry(&|x| x != 0.0 && x != 1.0) {
+                return bad(why, e);
+            }
+            let ones = m.iter().filter(|x| **x == 1.0).count();
+            if ones > 1 {
                 return bad(why, format!("{ones} entries are 1"));
             }
         }

@@ -32,6 +32,13 @@ pub trait Scalar:
     fn abs(self) -> Self {
         if self.re() < 0.0 { -self } else { self }
     }
+    fn cos(self) -> Self;
+    fn sin(self) -> Self;
+    /// Iₙ, n = 0, 1
+    fn bessel_i(self, n: u32) -> Self;
+    /// log I₀ and I₁/I₀, finite for every argument
+    fn log_bessel_i0(self) -> Self;
+    fn bessel_ratio(self) -> Self;
     fn sign(self) -> Self {
         Self::of(if self.re() > 0.0 { 1.0 } else if self.re() < 0.0 { -1.0 } else { 0.0 })
     }
@@ -67,6 +74,21 @@ impl Scalar for f64 {
     }
     fn polygamma(self, n: u32) -> Self {
         crate::special::polygamma(n, self)
+    }
+    fn cos(self) -> Self {
+        f64::cos(self)
+    }
+    fn sin(self) -> Self {
+        f64::sin(self)
+    }
+    fn bessel_i(self, n: u32) -> Self {
+        crate::special::bessel_i(n, self)
+    }
+    fn log_bessel_i0(self) -> Self {
+        crate::special::log_bessel_i0(self)
+    }
+    fn bessel_ratio(self) -> Self {
+        crate::special::bessel_ratio(self)
     }
 }
 
@@ -107,6 +129,34 @@ impl Scalar for HyperDual64 {
     fn polygamma(self, n: u32) -> Self {
         use crate::special::polygamma;
         chain(self, polygamma(n, self.re), polygamma(n + 1, self.re), polygamma(n + 2, self.re))
+    }
+    fn cos(self) -> Self {
+        DualNum::cos(&self)
+    }
+    fn sin(self) -> Self {
+        DualNum::sin(&self)
+    }
+    fn bessel_i(self, n: u32) -> Self {
+        use crate::special::bessel_i;
+        let (x, i0, i1) = (self.re, bessel_i(0, self.re), bessel_i(1, self.re));
+        // I₀′ = I₁, I₁′ = I₀ − I₁/x
+        let d1 = i0 - if x == 0.0 { 0.5 } else { i1 / x };
+        match n {
+            0 => chain(self, i0, i1, d1),
+            _ => chain(self, i1, d1, i1 - if x == 0.0 { 0.0 } else { d1 / x - i1 / (x * x) }),
+        }
+    }
+    fn log_bessel_i0(self) -> Self {
+        let (x, r) = (self.re, crate::special::bessel_ratio(self.re));
+        // (log I₀)′ = r = I₁/I₀, r′ = 1 − r/x − r²
+        let r1 = 1.0 - if x == 0.0 { 0.5 } else { r / x } - r * r;
+        chain(self, crate::special::log_bessel_i0(x), r, r1)
+    }
+    fn bessel_ratio(self) -> Self {
+        let (x, r) = (self.re, crate::special::bessel_ratio(self.re));
+        let r1 = 1.0 - if x == 0.0 { 0.5 } else { r / x } - r * r;
+        let r2 = if x == 0.0 { 0.0 } else { -r1 / x + r / (x * x) } - 2.0 * r * r1;
+        chain(self, r, r1, r2)
     }
 }
 
@@ -235,6 +285,9 @@ impl<'m> Evaluator<'m> {
             Domain::OneHot if f.var_shape == f.param_shape => {
                 Some((0..n).map(|i| Mat::from_fn(n, 1, |r, _| (r == i) as u8 as f64)).collect())
             }
+            Domain::OneHotOrZero if f.var_shape == f.param_shape => {
+                Some((0..=n).map(|i| Mat::from_fn(n, 1, |r, _| (r == i) as u8 as f64)).collect())
+            }
             Domain::Binary if f.var_shape == crate::lang::SCALAR && n == 1 => Some(vec![Mat::from_element(1, 1, 0.0), Mat::from_element(1, 1, 1.0)]),
             _ => None,
         }
@@ -325,6 +378,7 @@ impl<'m> Evaluator<'m> {
             (Domain::Real, true, _) => (Interval::Real, Box::new(|x, _| Mat::from_element(1, 1, x))),
             (Domain::Positive, true, _) => (Interval::Positive, Box::new(|x, _| Mat::from_element(1, 1, x))),
             (Domain::Unit, true, _) => (Interval::Unit, Box::new(|x, _| Mat::from_element(1, 1, x))),
+            (Domain::Angle, true, _) => (Interval::Angle, Box::new(|x, _| Mat::from_element(1, 1, x))),
             (Domain::Simplex, false, 2) => (Interval::Unit, Box::new(|u, w| Mat::from_column_slice(2, 1, &[u, w]))),
             _ => return Ok(None),
         };
@@ -445,6 +499,12 @@ impl<'m> Evaluator<'m> {
             }
             Node::Mul([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x * y)?,
             Node::Div([a, b]) => {
+                // I₁(u)/I₀(u) without overflow
+                if let (Node::BesselI1(u), Node::BesselI0(w)) = (&t[*a], &t[*b]) {
+                    if same(t, *u, *w) {
+                        return Ok(ev(*u)?.map(|x| x.bessel_ratio()));
+                    }
+                }
                 // exp(v) / 1ᵀexp(v) is softmax(v): evaluate it stably.
                 if let (Node::Exp(v), Node::Sum(s)) = (&t[*a], &t[*b]) {
                     if let Node::Exp(w) = &t[*s] {
@@ -511,6 +571,10 @@ impl<'m> Evaluator<'m> {
             Node::Sqrt(a) => ev(*a)?.map(|x| x.sqrt()),
             Node::Abs(a) => ev(*a)?.map(|x| x.abs()),
             Node::Sign(a) => ev(*a)?.map(|x| x.sign()),
+            Node::Cos(a) => ev(*a)?.map(|x| x.cos()),
+            Node::Sin(a) => ev(*a)?.map(|x| x.sin()),
+            Node::BesselI0(a) => ev(*a)?.map(|x| x.bessel_i(0)),
+            Node::BesselI1(a) => ev(*a)?.map(|x| x.bessel_i(1)),
             Node::Softmax(a) => softmax(&ev(*a)?)?,
             Node::LogSumExp(a) => {
                 let x = ev(*a)?;
@@ -608,6 +672,7 @@ impl<'m> Evaluator<'m> {
                 Ok(ev(a)?.map(|x| x.ln()))
             }
             Node::Sigmoid(u) => Ok(ev(*u)?.map(|x| -softplus(-x))),
+            Node::BesselI0(u) => Ok(ev(*u)?.map(|x| x.log_bessel_i0())),
             Node::Softmax(v) => {
                 let x = ev(*v)?;
                 column(&x, "softmax")?;

@@ -39,6 +39,11 @@ define_language! {
         "sqrt" = Sqrt(Id),
         "abs" = Abs(Id),
         "sign" = Sign(Id),
+        "cos" = Cos(Id),
+        "sin" = Sin(Id),
+        // the modified Bessel functions I₀ and I₁
+        "besseli0" = BesselI0(Id),
+        "besseli1" = BesselI1(Id),
         // the identity matrix as large as the vector argument
         "eye" = Eye(Id),
         // the vector of ones as long as the vector argument, 𝟙
@@ -171,7 +176,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             }
             Ok(kids[0])
         }
-        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) | Lgamma(_) | Log1p(_) | Expm1(_) | Sqrt(_) | Abs(_) | Sign(_) => {
+        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) | Lgamma(_) | Log1p(_) | Expm1(_) | Sqrt(_) | Abs(_) | Sign(_) | Cos(_) | Sin(_) | BesselI0(_) | BesselI1(_) => {
             mat(0)?;
             Ok(kids[0])
         }

@@ -19,6 +19,10 @@ pub enum Domain {
     Unit,
     Simplex,
     OneHot,
+    /// one-hot or all zero: k + 1 categories, the last written as 0
+    OneHotOrZero,
+    /// an angle in [−π, π]
+    Angle,
     Binary,
     Count,
 }
@@ -32,6 +36,8 @@ impl Domain {
             "unit" => Domain::Unit,
             "simplex" => Domain::Simplex,
             "onehot" => Domain::OneHot,
+            "onehot0" => Domain::OneHotOrZero,
+            "angle" => Domain::Angle,
             "binary" => Domain::Binary,
             "count" => Domain::Count,
             _ => return None,
@@ -45,6 +51,8 @@ impl Domain {
             Domain::Unit => "unit",
             Domain::Simplex => "simplex",
             Domain::OneHot => "onehot",
+            Domain::OneHotOrZero => "onehot0",
+            Domain::Angle => "angle",
             Domain::Binary => "binary",
             Domain::Count => "count",
         }
@@ -102,7 +110,7 @@ pub struct Family {
 impl Family {
     /// T(x) = x with x one-hot or binary: E[T Tᵀ] = diag(E[T]).
     pub fn is_indicator(&self) -> bool {
-        matches!(self.support, Domain::OneHot | Domain::Binary)
+        matches!(self.support, Domain::OneHot | Domain::OneHotOrZero | Domain::Binary)
             && self.stat.as_ref() == [Node::Symbol(Symbol::from(self.var.as_str()))]
     }
 }
@@ -223,7 +231,8 @@ struct Builder<'s, 'm> {
 
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
-    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "ones", "vec", "at",
+    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "ones", "vec", "at", "cos", "sin",
+    "besseli0", "besseli1",
 ];
 
 impl<'s, 'm> Builder<'s, 'm> {
@@ -436,6 +445,10 @@ impl<'s, 'm> Builder<'s, 'm> {
             "abs" => Node::Abs(ids[0]),
             "sign" => Node::Sign(ids[0]),
             "ones" => Node::Ones(ids[0]),
+            "cos" => Node::Cos(ids[0]),
+            "sin" => Node::Sin(ids[0]),
+            "besseli0" => Node::BesselI0(ids[0]),
+            "besseli1" => Node::BesselI1(ids[0]),
             "vec" => {
                 // [[a, b], [c, d]] is a matrix with those rows
                 let mut items = ids.clone();
@@ -474,7 +487,7 @@ fn build(scope: &Scope, e: &Expr) -> Result<(RecExpr<Node>, Shape), SyntaxError>
 
 fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxError> {
     let domain = Domain::parse(&t.domain).ok_or_else(|| {
-        err(t.span, format!("unknown type `{}`: use R, positive, negative, unit, simplex, onehot, binary or count", t.domain))
+        err(t.span, format!("unknown type `{}`: use R, positive, negative, unit, angle, simplex, onehot, onehot0, binary or count", t.domain))
     })?;
     let dim = |(d, sp): &(String, Span)| -> Result<Dim, SyntaxError> {
         if d.chars().all(|c| c.is_ascii_digit()) && !matches!(d.parse::<usize>(), Ok(1..=1_000_000)) {
@@ -493,7 +506,7 @@ fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxEr
         [m, n] => Shape::Mat(dim(m)?, dim(n)?),
         _ => return Err(err(t.span, "at most two dimensions (a matrix) are supported")),
     };
-    if matches!(domain, Domain::Simplex | Domain::OneHot) && !shape.is_column() {
+    if matches!(domain, Domain::Simplex | Domain::OneHot | Domain::OneHotOrZero) && !shape.is_column() {
         return Err(err(t.span, format!("{} needs a vector type such as {}^k", domain.name(), domain.name())));
     }
     Ok((shape, domain))

@@ -65,6 +65,8 @@ pub enum Interval {
     Unit,
     Positive,
     Real,
+    /// [−π, π]
+    Angle,
 }
 
 /// ∫ f over the interval, to about 1e-12 relative for smooth, decaying integrands. `f`
@@ -78,6 +80,7 @@ pub fn integrate(f: &dyn Fn(f64, f64) -> f64, over: Interval) -> f64 {
     let f = |x: f64| f(x, 1.0 - x);
     match over {
         Interval::Unit => unreachable!(),
+        Interval::Angle => adaptive(&|x| g(f(x)), -std::f64::consts::PI, std::f64::consts::PI, 1e-13),
         // x = t / (1 − t)
         Interval::Positive => adaptive(&|t| if t >= 1.0 { 0.0 } else { g(f(t / (1.0 - t)) / ((1.0 - t) * (1.0 - t))) }, 0.0, 1.0, 1e-13),
         // x = t / (1 − t²)

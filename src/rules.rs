@@ -129,6 +129,10 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("sqrt", [a]) => Node::Sqrt(*a),
         ("abs", [a]) => Node::Abs(*a),
         ("sign", [a]) => Node::Sign(*a),
+        ("cos", [a]) => Node::Cos(*a),
+        ("sin", [a]) => Node::Sin(*a),
+        ("besseli0", [a]) => Node::BesselI0(*a),
+        ("besseli1", [a]) => Node::BesselI1(*a),
         _ => return None,
     })
 }
