@@ -363,7 +363,7 @@ impl<'m> Evaluator<'m> {
     /// one (and over a 2-simplex, x = (u, 1 − u)). Also Σ p, which must be 1. `None` for
     /// supports it cannot integrate.
     pub fn density_moments(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<Option<(Mat<f64>, Mat<f64>, f64)>, String> {
-        use crate::quadrature::{integrate, Interval};
+        use crate::quadrature::{integrate_many, Interval};
         if let Some((m, second)) = self.support_moments(f, eta, env)? {
             let total = match self.support(f, eta.nrows()) {
                 Some(_) => self.total_probability(f, eta, env)?.unwrap_or(1.0),
@@ -395,17 +395,20 @@ impl<'m> Evaluator<'m> {
         if matches!(over, Interval::Unit) && f.var_shape.is_scalar() && density(1.0 - 1e-15, 1e-15).0 > 1e3 {
             return Ok(None);
         }
-        let total = integrate(&|x, w| density(x, w).0, over);
-        let mean = Mat::from_fn(n, 1, |i, _| integrate(&|x, w| density(x, w).0 * density(x, w).1[(i, 0)], over));
-        let cov = Mat::from_fn(n, n, |i, j| {
-            integrate(
-                &|x, w| {
-                    let (p, t) = density(x, w);
-                    p * (t[(i, 0)] - mean[(i, 0)]) * (t[(j, 0)] - mean[(j, 0)])
-                },
-                over,
-            )
-        });
+        // Σp, E[T] and E[T Tᵀ] in one pass
+        let values = integrate_many(
+            &|x, w| {
+                let (p, t) = density(x, w);
+                let mut v = vec![p];
+                v.extend((0..n).map(|i| p * t[(i, 0)]));
+                v.extend((0..n * n).map(|k| p * t[(k / n, 0)] * t[(k % n, 0)]));
+                v
+            },
+            over,
+        );
+        let total = values[0];
+        let mean = Mat::from_fn(n, 1, |i, _| values[1 + i]);
+        let cov = Mat::from_fn(n, n, |i, j| values[1 + n + i * n + j] - mean[(i, 0)] * mean[(j, 0)]);
         Ok(Some((mean, cov, total)))
     }
 
@@ -571,6 +574,7 @@ impl<'m> Evaluator<'m> {
             Node::Sqrt(a) => ev(*a)?.map(|x| x.sqrt()),
             Node::Abs(a) => ev(*a)?.map(|x| x.abs()),
             Node::Sign(a) => ev(*a)?.map(|x| x.sign()),
+            Node::Step(a) => ev(*a)?.map(|x| S::of(if x.re() >= 0.0 { 1.0 } else { 0.0 })),
             Node::Cos(a) => ev(*a)?.map(|x| x.cos()),
             Node::Sin(a) => ev(*a)?.map(|x| x.sin()),
             Node::BesselI0(a) => ev(*a)?.map(|x| x.bessel_i(0)),

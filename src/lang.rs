@@ -39,6 +39,8 @@ define_language! {
         "sqrt" = Sqrt(Id),
         "abs" = Abs(Id),
         "sign" = Sign(Id),
+        // step x: 1 where x ≥ 0, else 0 (indicators of supports)
+        "step" = Step(Id),
         "cos" = Cos(Id),
         "sin" = Sin(Id),
         // the modified Bessel functions I₀ and I₁
@@ -176,7 +178,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             }
             Ok(kids[0])
         }
-        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) | Lgamma(_) | Log1p(_) | Expm1(_) | Sqrt(_) | Abs(_) | Sign(_) | Cos(_) | Sin(_) | BesselI0(_) | BesselI1(_) => {
+        Neg(_) | Exp(_) | Log(_) | Sigmoid(_) | Lgamma(_) | Log1p(_) | Expm1(_) | Sqrt(_) | Abs(_) | Sign(_) | Step(_) | Cos(_) | Sin(_) | BesselI0(_) | BesselI1(_) => {
             mat(0)?;
             Ok(kids[0])
         }

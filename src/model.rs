@@ -231,7 +231,7 @@ struct Builder<'s, 'm> {
 
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
-    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "ones", "vec", "at", "cos", "sin",
+    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "step", "ones", "vec", "at", "cos", "sin",
     "besseli0", "besseli1",
 ];
 
@@ -444,6 +444,7 @@ impl<'s, 'm> Builder<'s, 'm> {
             "sqrt" => Node::Sqrt(ids[0]),
             "abs" => Node::Abs(ids[0]),
             "sign" => Node::Sign(ids[0]),
+            "step" => Node::Step(ids[0]),
             "ones" => Node::Ones(ids[0]),
             "cos" => Node::Cos(ids[0]),
             "sin" => Node::Sin(ids[0]),

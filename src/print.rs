@@ -289,6 +289,7 @@ impl<'m> Printer<'m> {
             Node::Log1p(a) => self.call("log1p", d(*a).0),
             Node::Expm1(a) => self.call("expm1", d(*a).0),
             Node::Sign(a) => self.call("sign", d(*a).0),
+            Node::Step(a) => self.call("step", d(*a).0),
             Node::Cos(a) => self.call("cos", d(*a).0),
             Node::Sin(a) => self.call("sin", d(*a).0),
             Node::BesselI0(a) => self.call("besseli0", d(*a).0),

@@ -129,6 +129,7 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("sqrt", [a]) => Node::Sqrt(*a),
         ("abs", [a]) => Node::Abs(*a),
         ("sign", [a]) => Node::Sign(*a),
+        ("step", [a]) => Node::Step(*a),
         ("cos", [a]) => Node::Cos(*a),
         ("sin", [a]) => Node::Sin(*a),
         ("besseli0", [a]) => Node::BesselI0(*a),
