@@ -158,6 +158,16 @@ pub fn load_sources(a: &RulesArgs) -> Result<RuleSources, String> {
 /// The catalog's family declarations.
 /// Each family is built and validated here, so its errors point into its own file.
 pub fn catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String> {
+    // the built-in catalog is read and validated once per process
+    static BUILTIN: std::sync::OnceLock<Result<Vec<FamilyDecl>, String>> = std::sync::OnceLock::new();
+    let builtin = families.len() == DEFAULT_FAMILIES.len() && families.iter().zip(DEFAULT_FAMILIES).all(|((f, s), (g, t))| f == g && s == t);
+    if builtin {
+        return BUILTIN.get_or_init(|| read_catalog(families)).clone();
+    }
+    read_catalog(families)
+}
+
+fn read_catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String> {
     let mut out: Vec<FamilyDecl> = vec![];
     let mut seen: Vec<(String, String)> = vec![];
     for (file, src) in families {

@@ -248,6 +248,10 @@ fn stop_reason(r: &Option<StopReason>) -> (String, bool) {
 /// phase over the extracted results with every rule, where sign and order rewrites cannot
 /// multiply the work of differentiation.
 pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
+    // compile the caller's rules in place, so that the copies below share the compiled form
+    for r in rules {
+        r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))?;
+    }
     let mut all: Vec<Rule> = rules.to_vec();
     all.extend(family_rules(model));
     let compile = |rs: &[&Rule]| {

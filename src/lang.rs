@@ -138,26 +138,55 @@ impl fmt::Display for Shape {
     }
 }
 
+/// Why a node is ill-shaped; the message is written only when shown (the e-graph asks
+/// about many ill-shaped forms and needs no text for them).
+#[derive(Clone, Copy, Debug)]
+pub struct ShapeError {
+    msg: &'static str,
+    what: &'static str,
+    a: Option<Shape>,
+    b: Option<Shape>,
+    name: Option<Symbol>,
+}
+
+fn why(msg: &'static str, a: Option<Shape>, b: Option<Shape>) -> ShapeError {
+    ShapeError { msg, what: "", a, b, name: None }
+}
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |s: Option<Shape>| s.map(|s| s.to_string()).unwrap_or_default();
+        let text = self.msg.replace("{what}", self.what).replace("{0}", &show(self.a)).replace("{1}", &show(self.b));
+        write!(f, "{}", text.replace("{name}", &self.name.map(|n| n.to_string()).unwrap_or_default()))
+    }
+}
+
+impl From<ShapeError> for String {
+    fn from(e: ShapeError) -> String {
+        e.to_string()
+    }
+}
+
 /// The shape a node has, given the shapes of its children; `Err` says why it is ill-shaped.
 /// Leaves (numbers, symbols) are the caller's business.
-pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
+pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
     use Node::*;
-    let mat = |i: usize| -> Result<(Dim, Dim), String> {
+    let mat = |i: usize| -> Result<(Dim, Dim), ShapeError> {
         match kids[i] {
             Shape::Mat(r, c) => Ok((r, c)),
-            Shape::Family => Err("a family name is not a value".into()),
+            Shape::Family => Err(why("a family name is not a value", None, None)),
         }
     };
-    let column = |i: usize, what: &str| -> Result<Dim, String> {
+    let column = |i: usize, what: &'static str| -> Result<Dim, ShapeError> {
         match mat(i)? {
             (n, Dim::One) => Ok(n),
-            _ => Err(format!("{what} needs a vector, got {}", kids[i])),
+            _ => Err(ShapeError { what, ..why("{what} needs a vector, got {0}", Some(kids[i]), None) }),
         }
     };
-    let family = |i: usize| -> Result<(), String> {
+    let family = |i: usize| -> Result<(), ShapeError> {
         match kids[i] {
             Shape::Family => Ok(()),
-            _ => Err("expected a family name".into()),
+            _ => Err(why("expected a family name", None, None)),
         }
     };
     match node {
@@ -168,13 +197,13 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             } else if a == (Dim::One, Dim::One) {
                 Ok(kids[1])
             } else {
-                Err(format!("shapes do not match: {} and {}", kids[0], kids[1]))
+                Err(why("shapes do not match: {0} and {1}", Some(kids[0]), Some(kids[1])))
             }
         }
         Pow(_) => {
             mat(0)?;
             if !kids[1].is_scalar() {
-                return Err(format!("the exponent must be a scalar, got {}", kids[1]));
+                return Err(why("the exponent must be a scalar, got {0}", Some(kids[1]), None));
             }
             Ok(kids[0])
         }
@@ -184,7 +213,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         }
         Polygamma(_) => {
             if !kids[0].is_scalar() {
-                return Err(format!("the order of polygamma must be a scalar, got {}", kids[0]));
+                return Err(why("the order of polygamma must be a scalar, got {0}", Some(kids[0]), None));
             }
             mat(1)?;
             Ok(kids[1])
@@ -192,7 +221,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         MatMul(_) => {
             let ((m, n), (n2, p)) = (mat(0)?, mat(1)?);
             if n != n2 {
-                return Err(format!("cannot multiply {} by {}", kids[0], kids[1]));
+                return Err(why("cannot multiply {0} by {1}", Some(kids[0]), Some(kids[1])));
             }
             Ok(Shape::Mat(m, p))
         }
@@ -203,7 +232,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         Dot(_) => {
             let (a, b) = (column(0, "dot")?, column(1, "dot")?);
             if a != b {
-                return Err(format!("dot of {} and {}", kids[0], kids[1]));
+                return Err(why("dot of {0} and {1}", Some(kids[0]), Some(kids[1])));
             }
             Ok(SCALAR)
         }
@@ -221,15 +250,15 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         Ones(_) => Ok(Shape::vector(column(0, "ones")?)),
         Vector(items) => {
             if items.is_empty() || items.len() > 16 {
-                return Err("a vector written out has 1 to 16 entries".into());
+                return Err(why("a vector written out has 1 to 16 entries", None, None));
             }
             let cols = match mat(0)? {
                 (Dim::One, c) => c,
-                _ => return Err(format!("the entries of [..] must be scalars or rows, got {}", kids[0])),
+                _ => return Err(why("the entries of [..] must be scalars or rows, got {0}", Some(kids[0]), None)),
             };
             for i in 1..items.len() {
                 if mat(i)? != (Dim::One, cols) {
-                    return Err(format!("the entries of [..] differ in shape: {} and {}", kids[0], kids[i]));
+                    return Err(why("the entries of [..] differ in shape: {0} and {1}", Some(kids[0]), Some(kids[i])));
                 }
             }
             Ok(Shape::Mat(Dim::Named(egg::Symbol::from(items.len().to_string().as_str())), cols))
@@ -237,7 +266,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         At(_) => {
             let (_, c) = mat(0)?;
             if !kids[1].is_scalar() {
-                return Err("an index must be a number".into());
+                return Err(why("an index must be a number", None, None));
             }
             Ok(Shape::Mat(Dim::One, c))
         }
@@ -252,7 +281,7 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
         Expect(_) => {
             column(1, "an expectation's variable")?;
             if kids[0] != kids[1] {
-                return Err(format!("the weights of an expectation must be shaped like its variable: {} and {}", kids[0], kids[1]));
+                return Err(why("the weights of an expectation must be shaped like its variable: {0} and {1}", Some(kids[0]), Some(kids[1])));
             }
             mat(2)?;
             Ok(kids[2])
@@ -282,12 +311,12 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, String> {
             family(0)?;
             let (a, b) = (column(1, "a family parameter")?, column(2, "a family parameter")?);
             if a != b {
-                return Err(format!("KL between parameters of different shapes: {} and {}", kids[1], kids[2]));
+                return Err(why("KL between parameters of different shapes: {0} and {1}", Some(kids[1]), Some(kids[2])));
             }
             Ok(SCALAR)
         }
         Num(_) => Ok(SCALAR),
-        Symbol(s) => Err(format!("unknown name `{s}`")),
+        Symbol(s) => Err(ShapeError { name: Some(*s), ..why("unknown name `{name}`", None, None) }),
     }
 }
 
@@ -321,7 +350,7 @@ pub fn term_shapes(
             Node::Symbol(s) => leaf(*s).ok_or_else(|| format!("unknown name `{s}`"))?,
             _ => {
                 let kids: Vec<Shape> = node.children().iter().map(|&c| shapes[usize::from(c)]).collect();
-                node_shape(node, &kids)?
+                node_shape(node, &kids).map_err(String::from)?
             }
         };
         shapes.push(s);

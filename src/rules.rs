@@ -236,6 +236,12 @@ fn pattern_vars(p: &PatternAst<Node>) -> BTreeSet<Var> {
 
 /// Parses one rules file into rules (a `<=>` rule gives two, the reverse named `NAME-rev`).
 pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
+    read_rules(file, src, true)
+}
+
+/// `load_rules`, with or without the shape check (the built-in rules are checked by a
+/// test, not at every start).
+fn read_rules(file: &str, src: &str, check: bool) -> Result<Vec<Rule>, RuleError> {
     let at = |span: Span, message: String| {
         let (line, column) = line_col(src, span.start);
         RuleError { file: file.to_string(), line, column, message, offset: span.start }
@@ -282,7 +288,9 @@ pub fn load_rules(file: &str, src: &str) -> Result<Vec<Rule>, RuleError> {
                 steps: d.steps.clone(),
                 compiled: Default::default(),
             };
-            check_shapes(&rule).map_err(|m| at(d.span, m))?;
+            if check {
+                check_shapes(&rule).map_err(|m| at(d.span, m))?;
+            }
             out.push(rule);
             Ok(())
         };
@@ -628,8 +636,16 @@ impl Rule {
         if let Some(r) = self.compiled.get() {
             return Ok(r.clone());
         }
+        // rules made afresh for each model (a family's) compile once per process
+        type Cache = std::sync::Mutex<HashMap<String, Rewrite<Node, crate::analysis::Facts>>>;
+        static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+        let key = format!("{}|{}|{}|{:?}|{:?}", self.name, self.lhs, self.rhs, self.conds, self.assume);
+        if let Some(r) = CACHE.get_or_init(Default::default).lock().unwrap().get(&key) {
+            return Ok(self.compiled.get_or_init(|| r.clone()).clone());
+        }
         let applier = CondApplier { rhs: Pattern::new(self.rhs.clone()), conds: self.conds.clone(), assume: self.assume.clone() };
         let r = Rewrite::new(self.name.as_str(), Pattern::new(self.lhs.clone()), applier)?;
+        CACHE.get_or_init(Default::default).lock().unwrap().insert(key, r.clone());
         Ok(self.compiled.get_or_init(|| r).clone())
     }
 }
@@ -645,7 +661,8 @@ pub fn rule_set(extra: &[(String, String)], defaults: bool) -> Result<Vec<Rule>,
     };
     let mut seen: HashMap<String, String> = HashMap::new();
     for (file, src) in &files {
-        for r in load_rules(file, src)? {
+        let builtin = defaults && DEFAULT_RULES.iter().any(|(f, s)| f == file && s == src);
+        for r in read_rules(file, src, !builtin)? {
             if let Some(prev) = seen.get(&r.name) {
                 let line = r.origin.rsplit(':').next().and_then(|l| l.parse().ok()).unwrap_or(1);
                 let line_start: usize = src.split_inclusive('\n').take(line - 1).map(str::len).sum();
@@ -662,6 +679,15 @@ pub fn rule_set(extra: &[(String, String)], defaults: bool) -> Result<Vec<Rule>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_rules_pass_the_shape_check() {
+        // the check `rule_set` skips for them at run time
+        for (file, src) in DEFAULT_RULES {
+            let rules = load_rules(file, src).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!rules.is_empty(), "{file}");
+        }
+    }
 
     #[test]
     fn default_rules_load() {
