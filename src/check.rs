@@ -134,6 +134,11 @@ fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat
         Domain::Positive => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.2..3.0)),
         Domain::Negative => Mat::from_fn(rows, cols, |_, _| -rng.random_range(0.2..3.0)),
         Domain::Angle => Mat::from_fn(rows, cols, |_, _| rng.random_range(-std::f64::consts::PI..std::f64::consts::PI)),
+        // A Aᵀ / n + I/2: symmetric, eigenvalues at least 1/2
+        Domain::Spd => {
+            let a = Mat::from_fn(rows, cols, |_, _| rng.random_range(-1.5..1.5));
+            &a * a.transpose() / rows as f64 + Mat::identity(rows, cols) * 0.5
+        }
         Domain::Unit => Mat::from_fn(rows, cols, |_, _| rng.random_range(0.0..1.0)),
         Domain::Binary => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..2) as f64),
         Domain::Count => Mat::from_fn(rows, cols, |_, _| rng.random_range(0..9) as f64),
@@ -508,6 +513,16 @@ fn check_domain(name: &str, m: &Mat<f64>, d: Domain) -> Result<(), String> {
         Domain::Angle => {
             if let Some(e) = entry(&|x| x.abs() > std::f64::consts::PI) {
                 return bad("an angle (every entry in [−π, π])", e);
+            }
+        }
+        Domain::Spd => {
+            let why = "symmetric positive definite";
+            let scale = m.iter().fold(1.0f64, |a, x| a.max(x.abs()));
+            if (m - m.transpose()).iter().any(|x| x.abs() > 1e-12 * scale) {
+                return bad(why, "it is not symmetric".into());
+            }
+            if m.clone().cholesky().is_none() {
+                return bad(why, "it has an eigenvalue ≤ 0".into());
             }
         }
         Domain::Unit => {

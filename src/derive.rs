@@ -356,6 +356,12 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         hterms.push(model.claims[i].term.clone());
     }
     let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
+    // the tidy phase knows the closed forms too: a mean equal to a variable (E[x] = μ)
+    // is written as the variable
+    let mut tidy_rules = tidy_rules;
+    for r in &shortcuts {
+        tidy_rules.push(r.rewrite()?);
+    }
     stages.push(Stage { name: "Hessian", rules: derive_set, shortcuts, terms: hterms.clone() });
     for (k, &i) in hess_claims.iter().enumerate() {
         let c = &model.claims[i];

@@ -600,6 +600,8 @@ impl<'m> Evaluator<'m> {
                 }
                 m.rows(k as usize - 1, 1).into_owned()
             }
+            Node::Inv(a) => inverse(&ev(*a)?)?.0,
+            Node::LogDet(a) => scalar(inverse(&ev(*a)?)?.1),
             Node::Ones(a) => Mat::from_element(ev(*a)?.nrows(), 1, one),
             Node::Eye(a) => {
                 let n = ev(*a)?.nrows();
@@ -771,6 +773,40 @@ fn softmax<S: Scalar>(x: &Mat<S>) -> Result<Mat<S>, String> {
     let e = x.map(|y| (y - S::of(m)).exp());
     let total = e.iter().fold(S::of(0.0), |acc, v| acc + *v);
     Ok(e.map(|v| v / total))
+}
+
+/// A⁻¹ and log |det A| by Gauss–Jordan elimination with partial pivoting, in the caller's
+/// numbers (so differentiable).
+fn inverse<S: Scalar>(a: &Mat<S>) -> Result<(Mat<S>, S), String> {
+    let n = a.nrows();
+    if a.ncols() != n {
+        return Err("an inverse or determinant needs a square matrix".into());
+    }
+    let mut m = a.clone();
+    let mut inv = Mat::from_fn(n, n, |i, j| S::of((i == j) as u8 as f64));
+    let mut logdet = S::of(0.0);
+    for c in 0..n {
+        let p = (c..n).max_by(|&i, &j| m[(i, c)].re().abs().total_cmp(&m[(j, c)].re().abs())).unwrap();
+        if m[(p, c)].re() == 0.0 {
+            return Err("the matrix is singular".into());
+        }
+        m.swap_rows(p, c);
+        inv.swap_rows(p, c);
+        let pivot = m[(c, c)];
+        logdet = logdet + pivot.abs().ln();
+        for j in 0..n {
+            m[(c, j)] = m[(c, j)] / pivot;
+            inv[(c, j)] = inv[(c, j)] / pivot;
+        }
+        for i in (0..n).filter(|&i| i != c) {
+            let f = m[(i, c)];
+            for j in 0..n {
+                m[(i, j)] = m[(i, j)] - f * m[(c, j)];
+                inv[(i, j)] = inv[(i, j)] - f * inv[(c, j)];
+            }
+        }
+    }
+    Ok((inv, logdet))
 }
 
 fn has_jac(t: &RecExpr<Node>, id: Id) -> bool {

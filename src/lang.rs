@@ -48,6 +48,9 @@ define_language! {
         "besseli1" = BesselI1(Id),
         // the identity matrix as large as the vector argument
         "eye" = Eye(Id),
+        // the inverse and log |det| of a square matrix
+        "inv" = Inv(Id),
+        "logdet" = LogDet(Id),
         // the vector of ones as long as the vector argument, 𝟙
         "ones" = Ones(Id),
         // a vector written out, [a, b]: its entries stacked (scalars, or rows into a matrix)
@@ -248,6 +251,13 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
             Ok(SCALAR)
         }
         Ones(_) => Ok(Shape::vector(column(0, "ones")?)),
+        Inv(_) | LogDet(_) => {
+            let (r, c) = mat(0)?;
+            if r != c {
+                return Err(why("an inverse or determinant needs a square matrix, got {0}", Some(kids[0]), None));
+            }
+            Ok(if matches!(node, Inv(_)) { kids[0] } else { SCALAR })
+        }
         Vector(items) => {
             if items.is_empty() || items.len() > 16 {
                 return Err(why("a vector written out has 1 to 16 entries", None, None));
@@ -270,8 +280,9 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
             }
             Ok(Shape::Mat(Dim::One, c))
         }
+        // the identity as large as its argument has rows
         Eye(_) => {
-            let n = column(0, "eye")?;
+            let (n, _) = mat(0)?;
             Ok(Shape::Mat(n, n))
         }
         Jac(_) => {

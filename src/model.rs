@@ -23,6 +23,8 @@ pub enum Domain {
     OneHotOrZero,
     /// an angle in [−π, π]
     Angle,
+    /// a symmetric positive definite matrix
+    Spd,
     Binary,
     Count,
 }
@@ -38,6 +40,7 @@ impl Domain {
             "onehot" => Domain::OneHot,
             "onehot0" => Domain::OneHotOrZero,
             "angle" => Domain::Angle,
+            "spd" => Domain::Spd,
             "binary" => Domain::Binary,
             "count" => Domain::Count,
             _ => return None,
@@ -53,6 +56,7 @@ impl Domain {
             Domain::OneHot => "onehot",
             Domain::OneHotOrZero => "onehot0",
             Domain::Angle => "angle",
+            Domain::Spd => "spd",
             Domain::Binary => "binary",
             Domain::Count => "count",
         }
@@ -102,6 +106,10 @@ pub struct Family {
     pub usual: Vec<Usual>,
     /// recognise A in models that do not mention the family
     pub recognise: bool,
+    /// E[T] and Cov[T] as the textbooks give them (`E = …, Cov = …`, in η and the known
+    /// parameters): never used to derive, only by the catalog's test, as a third way to
+    /// the moments where the density cannot be summed or integrated
+    pub textbook: Option<(RecExpr<Node>, RecExpr<Node>)>,
     pub from_catalog: bool,
     /// the `family` statement, in its file (the model or a catalog file)
     pub span: Span,
@@ -231,7 +239,7 @@ struct Builder<'s, 'm> {
 
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
-    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "step", "ones", "vec", "at", "cos", "sin",
+    "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "step", "ones", "vec", "at", "cos", "sin", "inv", "logdet",
     "besseli0", "besseli1",
 ];
 
@@ -446,6 +454,8 @@ impl<'s, 'm> Builder<'s, 'm> {
             "sign" => Node::Sign(ids[0]),
             "step" => Node::Step(ids[0]),
             "ones" => Node::Ones(ids[0]),
+            "inv" => Node::Inv(ids[0]),
+            "logdet" => Node::LogDet(ids[0]),
             "cos" => Node::Cos(ids[0]),
             "sin" => Node::Sin(ids[0]),
             "besseli0" => Node::BesselI0(ids[0]),
@@ -488,7 +498,7 @@ fn build(scope: &Scope, e: &Expr) -> Result<(RecExpr<Node>, Shape), SyntaxError>
 
 fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxError> {
     let domain = Domain::parse(&t.domain).ok_or_else(|| {
-        err(t.span, format!("unknown type `{}`: use R, positive, negative, unit, angle, simplex, onehot, onehot0, binary or count", t.domain))
+        err(t.span, format!("unknown type `{}`: use R, positive, negative, unit, angle, simplex, onehot, onehot0, binary, count or spd", t.domain))
     })?;
     let dim = |(d, sp): &(String, Span)| -> Result<Dim, SyntaxError> {
         if d.chars().all(|c| c.is_ascii_digit()) && !matches!(d.parse::<usize>(), Ok(1..=1_000_000)) {
@@ -507,6 +517,9 @@ fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxEr
         [m, n] => Shape::Mat(dim(m)?, dim(n)?),
         _ => return Err(err(t.span, "at most two dimensions (a matrix) are supported")),
     };
+    if domain == Domain::Spd && !matches!(shape, Shape::Mat(r, c) if r == c && r != Dim::One) {
+        return Err(err(t.span, "spd needs a square matrix type such as spd^(k,k)"));
+    }
     if matches!(domain, Domain::Simplex | Domain::OneHot | Domain::OneHotOrZero) && !shape.is_column() {
         return Err(err(t.span, format!("{} needs a vector type such as {}^k", domain.name(), domain.name())));
     }
@@ -839,6 +852,7 @@ fn instance(m: &mut Model, templates: &BTreeMap<String, Family>, fi: usize, know
     for u in f.usual.iter_mut() {
         u.eta = fill(&u.eta);
     }
+    f.textbook = template.textbook.as_ref().map(|(m, c)| (fill(m), fill(c)));
     f.known.clear();
     let same = |g: &Family| g.logpart == f.logpart && g.stat == f.stat && g.logh == f.logh && g.known.is_empty();
     if let Some(i) = m.families.iter().position(|g| (g.name == template.name || g.name.starts_with(&format!("{}_", template.name))) && same(g)) {
@@ -908,6 +922,7 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
     let mut logpart = None;
     let mut logh = None;
     let mut mean_name = None;
+    let (mut tb_mean, mut tb_cov) = (None, None);
     for (i, (key, kspan, _)) in f.clauses.iter().enumerate() {
         if f.clauses[..i].iter().any(|(k, _, _)| k == key) {
             return Err(err(*kspan, format!("the clause `{key}` is given twice")));
@@ -944,11 +959,24 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
                 }
                 logh = Some(t);
             }
+            "E" | "Cov" => {
+                let (t, s) = build(&local(&f.param, param_shape), e)?;
+                let n = param_shape.rows().unwrap();
+                let want = if key == "E" { param_shape } else { Shape::Mat(n, n) };
+                if s != want && !s.is_scalar() {
+                    return Err(err(e.span, format!("`{key} = …` must be {want}, got {s}")));
+                }
+                if key == "E" {
+                    tb_mean = Some(t);
+                } else {
+                    tb_cov = Some(t);
+                }
+            }
             "mean" => match &e.kind {
                 ExprKind::Var(n) => mean_name = Some(n.clone()),
                 _ => return Err(err(e.span, "`mean = NAME` takes a name for E[T(x)], such as p")),
             },
-            other => return Err(err(*kspan, format!("unknown family clause `{other}`: use T, A, logh or mean"))),
+            other => return Err(err(*kspan, format!("unknown family clause `{other}`: use T, A, logh, mean, usual, E, Cov or recognise"))),
         }
     }
     let logpart = logpart.ok_or_else(|| err(span, format!("family `{}` needs its log-partition: `A = …`", f.name)))?;
@@ -993,6 +1021,11 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         known,
         usual,
         recognise: f.recognise,
+        textbook: match (tb_mean, tb_cov) {
+            (Some(m), Some(c)) => Some((m, c)),
+            (None, None) => None,
+            _ => return Err(err(span, format!("family `{}`: give both `E = …` and `Cov = …`, or neither", f.name))),
+        },
         from_catalog,
         span,
     })

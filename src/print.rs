@@ -388,6 +388,15 @@ impl<'m> Printer<'m> {
                     }
                 }
             }
+            Node::Inv(a) => match self.style {
+                Style::Ascii => self.call("inv", d(*a).0),
+                _ => (p(*a, ATOM).append(txt(self.op("⁻¹", "", "^{-1}"))), POSTFIX),
+            },
+            Node::LogDet(a) => match self.style {
+                Style::Latex => (txt("\\log\\det\\left(").append(d(*a).0).append(txt("\\right)")), ATOM),
+                Style::Unicode => (txt("log det(").append(d(*a).0).append(txt(")")), ATOM),
+                Style::Ascii => self.call("logdet", d(*a).0),
+            },
             Node::Ones(a) => match self.style {
                 Style::Latex => (txt("\\mathbf{1}"), ATOM),
                 Style::Unicode => (txt("𝟙"), ATOM),

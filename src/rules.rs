@@ -39,6 +39,8 @@ pub enum Cond {
     Row(Var),
     SameShape(Var, Var),
     Const(Var),
+    /// not known to be a constant (only prunes: the rule is valid either way)
+    NotConst(Var),
     /// the class is a variable with this domain
     Domain(Var, Domain),
     /// the family's T(x) = x with one-hot or binary x, and (when the second is given) its
@@ -52,7 +54,7 @@ pub enum Cond {
     ParamOf(Var, Symbol, bool),
 }
 
-const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), onehot(x), binary(x), simplex(q), indicator(F), indicator(F, t), length(x, 2)";
+const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), nonconst(a), onehot(x), binary(x), simplex(q), spd(S), indicator(F), indicator(F, t), length(x, 2)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -119,6 +121,8 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("transpose", [a]) => Node::Transpose(*a),
         ("eye", [a]) => Node::Eye(*a),
         ("ones", [a]) => Node::Ones(*a),
+        ("inv", [a]) => Node::Inv(*a),
+        ("logdet", [a]) => Node::LogDet(*a),
         ("vec", items) if !items.is_empty() => Node::Vector(items.into()),
         ("at", [v, i]) => Node::At([*v, *i]),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
@@ -220,9 +224,11 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
                 "column" => Cond::Column(a),
                 "row" => Cond::Row(a),
                 "const" => Cond::Const(a),
+                "nonconst" => Cond::NotConst(a),
                 "onehot" => Cond::Domain(a, Domain::OneHot),
                 "binary" => Cond::Domain(a, Domain::Binary),
                 "simplex" => Cond::Domain(a, Domain::Simplex),
+                "spd" => Cond::Domain(a, Domain::Spd),
                 "indicator" => Cond::Indicator(a, None),
                 _ => return Err((span, format!("unknown condition `{name}`; known: {CONDITIONS}"))),
             }
@@ -319,7 +325,7 @@ fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
         Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
         Cond::Depends(p, x) => pattern_vars(p).into_iter().chain([*x]).collect(),
-        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) | Cond::Length(a, _) => vec![*a],
+        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::NotConst(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) | Cond::Length(a, _) => vec![*a],
         Cond::Indicator(a, Some(b)) => vec![*a, *b],
     }
 }
@@ -392,7 +398,11 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
             Cond::Row(a) => matches!(env[a], Shape::Mat(Dim::One, _)),
             Cond::SameShape(a, b) => env[a] == env[b],
             Cond::Length(a, k) => crate::lang::fixed_length(env[a]) == Some(*k),
-            Cond::ParamOf(..) | Cond::Depends(..) | Cond::Indep(..) | Cond::Const(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
+            // constants are numbers: 1×1
+            Cond::Const(a) => env[a].is_scalar(),
+            // a symmetric positive definite matrix is square
+            Cond::Domain(a, Domain::Spd) => matches!(env[a], Shape::Mat(r, c) if r == c),
+            Cond::ParamOf(..) | Cond::Depends(..) | Cond::Indep(..) | Cond::NotConst(..) | Cond::Domain(..) | Cond::Indicator(..) => true,
         });
         if !holds {
             continue;
@@ -549,6 +559,7 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
         Cond::Row(a) => data(a).shape.is_some_and(|s| matches!(s, Shape::Mat(Dim::One, _))),
         Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
         Cond::Const(a) => data(a).constant.is_some(),
+        Cond::NotConst(a) => data(a).constant.is_none(),
         Cond::Length(a, k) => data(a).shape.and_then(crate::lang::fixed_length) == Some(*k),
         Cond::Domain(a, d) => has_symbol(egraph, subst[*a], &|s| egraph.analysis.vars.get(&s).is_some_and(|(_, dom)| dom == d)),
         Cond::Indicator(f, t) => has_symbol(egraph, subst[*f], &|s| {
