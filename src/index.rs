@@ -291,6 +291,8 @@ pub fn print(e: &IExpr, style: Style) -> String {
 pub fn lhs(model: &Model, r: &crate::derive::Derived, style: Style) -> String {
     let loss = name(&r.loss, style);
     let x = name(r.wrt.as_deref().unwrap_or(""), style);
+    // θ₂ with an index is {θ₂}ᵢ in LaTeX (θ_{2}_{i} is a double subscript)
+    let x = if style == Style::Latex && x.contains('_') { format!("{{{x}}}") } else { x };
     let (i, j) = (subscript(&[0], style), subscript(&[1], style));
     let vector = model.vars.get(r.wrt.as_deref().unwrap_or("")).is_some_and(|v| matches!(v.shape, Shape::Mat(d, _) if d != Dim::One));
     let (i, j) = if vector { (i, j) } else { (String::new(), String::new()) };

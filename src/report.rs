@@ -628,6 +628,14 @@ pub fn latex_text(s: &str) -> String {
             '₂' => "_{2}",
             '₀' => "_{0}",
             'ᵢ' => "_{i}",
+            '⁽' => "^{(}",
+            '⁾' => "^{)}",
+            'ⁿ' => "^{n}",
+            '⁺' => "^{+}",
+            '‖' => "\\|",
+            'ψ' => "\\psi",
+            'Γ' => "\\Gamma",
+            '√' => "\\surd ",
             _ => "",
         };
         if !math.is_empty() {
@@ -744,7 +752,7 @@ pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: 
     match style {
         Style::Latex => {
             let mut rows = vec![
-                format!("&\\textbf{{{}}}\\left({} \\in {}{}\\right),\\ {} \\in {}", f.name, n(&f.param), latex_type(f.param_shape, f.param_domain), f.known.iter().map(|(k, sh, d)| format!(";\\ {} \\in {}", n(k), latex_type(*sh, *d))).collect::<String>(), n(&f.var), latex_type(f.var_shape, f.support)),
+                format!("&\\textbf{{{}}}\\left({} \\in {}{}\\right),\\ {} \\in {}", latex_text(&f.name), n(&f.param), latex_type(f.param_shape, f.param_domain), f.known.iter().map(|(k, sh, d)| format!(";\\ {} \\in {}", n(k), latex_type(*sh, *d))).collect::<String>(), n(&f.var), latex_type(f.var_shape, f.support)),
                 format!("T({}) &= {t}, \\quad A({}) = {a}, \\quad \\log h({}) = {h}", n(&f.var), n(&f.param), n(&f.var)),
                 format!("\\mathbb{{E}}[T] &= {mean}"),
                 format!("\\operatorname{{Cov}}[T] &= {cov}"),

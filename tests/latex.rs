@@ -23,6 +23,8 @@ fn latex_outputs() -> Vec<(String, String)> {
         out.push((format!("{name} --steps"), evolved(&["derive", &path, "--latex", "--no-check", "--steps"])));
         out.push((format!("{name} --notation index"), evolved(&["derive", &path, "--latex", "--no-check", "--notation", "index"])));
     }
+    // the catalog, family by family
+    out.push(("evolved families --latex".into(), evolved(&["families", "--latex"])));
     out
 }
 
