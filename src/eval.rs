@@ -18,6 +18,9 @@ pub trait Scalar:
 {
     fn of(x: f64) -> Self;
     fn re(&self) -> f64;
+    /// (value, ε₁, ε₂, ε₁ε₂) parts: ε₁ = ε₂ = 0 for plain numbers
+    fn parts(&self) -> [f64; 4];
+    fn from_parts(p: [f64; 4]) -> Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn ln_1p(self) -> Self;
@@ -50,6 +53,12 @@ impl Scalar for f64 {
     }
     fn re(&self) -> f64 {
         *self
+    }
+    fn parts(&self) -> [f64; 4] {
+        [*self, 0.0, 0.0, 0.0]
+    }
+    fn from_parts(p: [f64; 4]) -> Self {
+        p[0]
     }
     fn exp(self) -> Self {
         f64::exp(self)
@@ -103,6 +112,12 @@ impl Scalar for HyperDual64 {
     }
     fn re(&self) -> f64 {
         self.re
+    }
+    fn parts(&self) -> [f64; 4] {
+        [self.re, self.eps1, self.eps2, self.eps1eps2]
+    }
+    fn from_parts(p: [f64; 4]) -> Self {
+        HyperDual64::new(p[0], p[1], p[2], p[3])
     }
     fn exp(self) -> Self {
         DualNum::exp(&self)
@@ -641,16 +656,52 @@ impl<'m> Evaluator<'m> {
                             zip(&second, &mm, |a, b| a - b)?
                         }
                     },
-                    // otherwise the derivatives of A, at the real part only
+                    // otherwise the derivatives of A (by hyper-dual numbers), carried to the
+                    // caller's numbers by the chain rule through η, with central
+                    // differences for the orders A's second derivatives do not reach
                     None => {
                         let real: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|x| x.re()))).collect();
-                        let (m, c) = self.moments(fam, &eta.map(|x| x.re()), &real)?;
-                        let out = match which {
-                            0 => m,
-                            1 => c,
-                            _ => &c + &m * m.transpose(),
+                        let part = |k: usize| eta.map(|x| x.parts()[k]);
+                        let (e0, e1, e2, e12) = (part(0), part(1), part(2), part(3));
+                        let at = |e: &Mat<f64>| -> Result<Mat<f64>, String> {
+                            let (m, c) = self.moments(fam, e, &real)?;
+                            Ok(match which {
+                                0 => m,
+                                1 => c,
+                                _ => &c + &m * m.transpose(),
+                            })
                         };
-                        out.map(S::of)
+                        let v = at(&e0)?;
+                        // the directional derivative of the quantity along d
+                        let along = |d: &Mat<f64>| -> Result<Mat<f64>, String> {
+                            if d.iter().all(|x| *x == 0.0) {
+                                return Ok(Mat::zeros(v.nrows(), v.ncols()));
+                            }
+                            if which == 0 {
+                                // ∂E[T]/∂η = Cov[T], exactly
+                                return Ok(self.moments(fam, &e0, &real)?.1 * d);
+                            }
+                            let h = 1e-5 * e0.iter().fold(1.0f64, |m, x| m.max(x.abs())) / d.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
+                            Ok((at(&(&e0 + d * h))? - at(&(&e0 - d * h))?) / (2.0 * h))
+                        };
+                        let (d1, d2, d12) = (along(&e1)?, along(&e2)?, along(&e12)?);
+                        // the second-order term: the change of the derivative along e1 as η moves along e2
+                        let cross = if e1.iter().all(|x| *x == 0.0) || e2.iter().all(|x| *x == 0.0) {
+                            Mat::zeros(v.nrows(), v.ncols())
+                        } else {
+                            let h = 1e-4 * e0.iter().fold(1.0f64, |m, x| m.max(x.abs())) / e2.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
+                            let shifted = |s: f64| -> Result<Mat<f64>, String> {
+                                let e = &e0 + &e2 * s;
+                                if which == 0 {
+                                    Ok(self.moments(fam, &e, &real)?.1 * &e1)
+                                } else {
+                                    let h1 = 1e-5 * e.iter().fold(1.0f64, |m, x| m.max(x.abs())) / e1.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
+                                    Ok((at(&(&e + &e1 * h1))? - at(&(&e - &e1 * h1))?) / (2.0 * h1))
+                                }
+                            };
+                            (shifted(h)? - shifted(-h)?) / (2.0 * h)
+                        };
+                        Mat::from_fn(v.nrows(), v.ncols(), |i, j| S::from_parts([v[(i, j)], d1[(i, j)], d2[(i, j)], d12[(i, j)] + cross[(i, j)]]))
                     }
                 }
             }
@@ -741,10 +792,27 @@ impl<'m> Evaluator<'m> {
                 }
             }
         }
-        if has_jac(t, f) {
-            return Err("a derivative of a derivative left in place cannot be evaluated".into());
-        }
         let base: Env<f64> = env.iter().map(|(k, v)| (*k, v.map(|y| y.re()))).collect();
+        if has_jac(t, f) {
+            // a derivative of a derivative: central differences of the inner one (which
+            // is computed exactly, by dual numbers)
+            let x0 = base.get(xs).ok_or_else(|| format!("no value for `{xs}`"))?.clone();
+            let h = 1e-5 * x0.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            let mut cols: Vec<Mat<f64>> = vec![];
+            for j in 0..x0.len() {
+                let step = |s: f64| -> Result<Mat<f64>, String> {
+                    let mut e = base.clone();
+                    let mut x = x0.clone();
+                    x[j] += s;
+                    e.insert(*xs, x);
+                    self.at(t, f, &e)
+                };
+                let (up, down) = (step(h)?, step(-h)?);
+                cols.push((up - down) / (2.0 * h));
+            }
+            let m = cols.first().map(|c| c.len()).unwrap_or(0);
+            return Ok(Mat::from_fn(m, x0.len(), |i, j| S::of(cols[j][i])));
+        }
         let x0 = base.get(xs).ok_or_else(|| format!("no value for `{xs}`"))?.clone();
         let n = x0.len();
         let mut cols: Vec<Mat<f64>> = vec![];
