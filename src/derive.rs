@@ -274,7 +274,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         }
         if !wanted.iter().any(|(l, w, o)| l == &req.loss && w.as_deref() == Some(req.wrt.as_str()) && *o == 1) {
             wanted.push((req.loss.clone(), Some(req.wrt.clone()), 1));
-            terms.push(gradient(loss, &req.wrt, entry_length(model.vars[&req.wrt].shape)));
+            terms.push(gradient(loss, &req.wrt, entry_length_in(Some(model), model.vars[&req.wrt].shape, loss, &req.wrt)));
         }
     }
     // Claims about gradients go into the same e-graph: proved when they share a class.
@@ -301,7 +301,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         .map(|(i, (l, w, _))| {
             let from = match w {
                 None => terms[i].clone(),
-                Some(x) => gradient(&derived[wanted.iter().position(|(l2, w2, _)| l2 == l && w2.is_none()).unwrap()], x, entry_length(model.vars[x].shape)),
+                Some(x) => gradient(&derived[wanted.iter().position(|(l2, w2, _)| l2 == l && w2.is_none()).unwrap()], x, entry_length_in(Some(model), model.vars[x].shape, model.loss(l).unwrap(), x)),
             };
             vec![(0, from, derived[i].clone())]
         })
@@ -324,7 +324,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut hterms = vec![];
     for (loss, wrt) in &hess_reqs {
         let gi = wanted.iter().position(|(l, w, o)| l == loss && w.as_deref() == Some(wrt.as_str()) && *o == 1).unwrap();
-        hterms.push(jacobian(&derived[gi], wrt, entry_length(model.vars[wrt].shape)));
+        hterms.push(jacobian(&derived[gi], wrt, entry_length_in(Some(model), model.vars[wrt].shape, model.loss(loss).unwrap(), wrt)));
         wanted.push((loss.clone(), Some(wrt.clone()), 2));
     }
     // Each family mean the gradients use, derived from its A, becomes a rule for the
@@ -528,7 +528,7 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     for (k, shape, domain) in &fam.known {
         facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
     }
-    let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape));
+    let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
@@ -550,7 +550,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     for (k, shape, domain) in &fam.known {
         facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
     }
-    let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape));
+    let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
     let g = &phase.runner.egraph;
     let (cost, cov) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
@@ -612,9 +612,26 @@ fn derivatives_by_entry(t: &mut RecExpr<Node>, f: Id, x: &str, n: usize) -> Vec<
         .collect()
 }
 
-/// The length of a parameter that is differentiated entry by entry (R² to R⁴).
-pub(crate) fn entry_length(shape: crate::lang::Shape) -> Option<usize> {
-    crate::lang::fixed_length(shape).filter(|n| *n <= 4)
+/// The length of a parameter that is differentiated entry by entry: a vector of length 2
+/// to 4 whose entries `term` uses one by one (`eta[1]`, as a two-parameter family's A
+/// does); a vector used as a whole keeps its matrix calculus (p − q, not [p₁ − q₁, …]).
+pub(crate) fn entry_length(shape: crate::lang::Shape, term: &RecExpr<Node>, x: &str) -> Option<usize> {
+    entry_length_in(None, shape, term, x)
+}
+
+/// `entry_length`, where the term's families count too: −log p(x | η) of a family whose A
+/// uses η's entries (normal2) goes entry by entry.
+pub(crate) fn entry_length_in(model: Option<&Model>, shape: crate::lang::Shape, term: &RecExpr<Node>, x: &str) -> Option<usize> {
+    let s = Node::Symbol(Symbol::from(x));
+    let by_entry = term.iter().any(|n| match n {
+        Node::At([v, _]) => term[*v] == s,
+        Node::LogP([f, ..]) | Node::LogPart([f, _]) | Node::Kl([f, ..]) => match (&term[*f], model) {
+            (Node::Symbol(fs), Some(m)) => m.family(*fs).is_some_and(|fam| entry_length(fam.param_shape, &fam.logpart, &fam.param).is_some()),
+            _ => false,
+        },
+        _ => false,
+    });
+    crate::lang::fixed_length(shape).filter(|n| *n <= 4 && by_entry)
 }
 
 /// `term` with one node on top, `top(root, s)`, where `s` is the symbol `sym`.

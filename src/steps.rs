@@ -100,8 +100,8 @@ fn direct_start(model: &Model, d: &Derivation, r: &Derived) -> Option<RecExpr<No
     let wrt = r.wrt.as_deref().unwrap_or("");
     match r.order {
         0 => model.loss(&r.loss).cloned(),
-        1 => Some(gradient(before(0)?, wrt, crate::derive::entry_length(model.vars.get(wrt)?.shape))),
-        2 => Some(crate::derive::jacobian(before(1)?, wrt, crate::derive::entry_length(model.vars.get(wrt)?.shape))),
+        1 => Some(gradient(before(0)?, wrt, crate::derive::entry_length_in(Some(model), model.vars.get(wrt)?.shape, model.loss(&r.loss)?, wrt))),
+        2 => Some(crate::derive::jacobian(before(1)?, wrt, crate::derive::entry_length_in(Some(model), model.vars.get(wrt)?.shape, model.loss(&r.loss)?, wrt))),
         _ => Some(on_top(before(2)?, model.directions.get(wrt)?, |h, v| Node::MatMul([h, v]))),
     }
 }
