@@ -535,10 +535,13 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     (cost.0 == 0).then_some(best)
 }
 
+/// E[T] and Cov[T] in closed form, where derived.
+pub type ClosedMoments = (Option<RecExpr<Node>>, Option<RecExpr<Node>>);
+
 /// A family's E[T] and Cov[T] in closed form, as the rules derive them from its A alone:
 /// E[T] = ∇A (A′ = E[T]), Cov[T] = ∂E[T]/∂η (A″ = Cov[T]); `None` where the rules leave
 /// a derivative or a family quantity in place.
-pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limits) -> Result<(Option<RecExpr<Node>>, Option<RecExpr<Node>>), String> {
+pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limits) -> Result<ClosedMoments, String> {
     let fam = crate::model::Family { from_catalog: false, ..fam.clone() };
     let model = Model { families: vec![fam.clone()], ..Default::default() };
     let mut all: Vec<Rule> = rules.iter().filter(|r| r.derive).cloned().collect();

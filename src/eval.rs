@@ -177,6 +177,8 @@ impl Scalar for HyperDual64 {
 
 pub type Mat<S> = DMatrix<S>;
 pub type Env<S> = HashMap<Symbol, Mat<S>>;
+/// (E[T], E[T Tᵀ])
+pub type Moments<S> = (Mat<S>, Mat<S>);
 
 fn softplus<S: Scalar>(u: S) -> S {
     // log(1 + eᵘ) without overflow or loss of tiny values
@@ -332,7 +334,7 @@ impl<'m> Evaluator<'m> {
 
     /// E[T] and E[T Tᵀ] by summing over a finite or count support, in the caller's numbers
     /// (so differentiable in η); a scalar family at a vector η is summed member by member.
-    pub fn support_moments<S: Scalar>(&self, f: &Family, eta: &Mat<S>, env: &Env<S>) -> Result<Option<(Mat<S>, Mat<S>)>, String> {
+    pub fn support_moments<S: Scalar>(&self, f: &Family, eta: &Mat<S>, env: &Env<S>) -> Result<Option<Moments<S>>, String> {
         let n = eta.nrows();
         if f.param_shape.is_scalar() && n > 1 {
             let mut mean = Mat::from_element(n, 1, S::of(0.0));
@@ -378,6 +380,7 @@ impl<'m> Evaluator<'m> {
     /// one (and over a 2-simplex, x = (u, 1 − u)). Also Σ p, which must be 1. `None` for
     /// supports it cannot integrate.
     pub fn density_moments(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<Option<(Mat<f64>, Mat<f64>, f64)>, String> {
+        // (E[T], Cov[T], Σp)
         use crate::quadrature::{integrate_many, Interval};
         if let Some((m, second)) = self.support_moments(f, eta, env)? {
             let total = match self.support(f, eta.nrows()) {

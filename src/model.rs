@@ -192,7 +192,7 @@ impl Model {
         let name = Node::Symbol(Symbol::from(self.families[idx].name.as_str()));
         !self.families[idx].from_catalog
             || self.vars.values().any(|v| v.family.as_ref().is_some_and(|(i, _, _)| *i == idx))
-            || self.losses.iter().any(|(_, t)| t.iter().any(|n| *n == name))
+            || self.losses.iter().any(|(_, t)| t.as_ref().contains(&name))
     }
 }
 
@@ -766,7 +766,7 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
             Some((n, nspan)) => match (fam.usual.iter().position(|u| u.params.iter().any(|p| p.0 == *n)), fam.known.iter().position(|k| k.0 == *n)) {
                 (Some(u), _) => {
                     let (_, ushape, _) = fam.usual[u].params.iter().find(|p| p.0 == *n).unwrap();
-                    let elementwise_ok = ushape.is_scalar() && sh.is_column();
+                    let elementwise_ok = ushape.is_scalar() && sh.is_column() && fam.param_shape.is_scalar();
                     if sh != *ushape && !elementwise_ok {
                         return Err(err(a.value.span, format!("`{n}` of {fname} is {ushape}, got {sh}")));
                     }

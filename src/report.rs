@@ -717,7 +717,7 @@ pub fn spectrum_line(s: &Spectrum, style: Style) -> String {
 
 /// A model holding one family and its names, for printing the family's formulas.
 pub fn family_model(f: &crate::model::Family) -> Model {
-    use crate::model::{Domain, Var};
+    use crate::model::Var;
     let mut m = Model { families: vec![f.clone()], ..Default::default() };
     let mut var = |name: &str, shape, domain| {
         m.vars.insert(name.to_string(), Var { name: name.to_string(), shape, domain, role: Role::Data, family: None });
@@ -730,7 +730,6 @@ pub fn family_model(f: &crate::model::Family) -> Model {
     for (name, shape, domain) in f.usual.iter().flat_map(|u| &u.params) {
         var(name, *shape, *domain);
     }
-    let _ = Domain::Real;
     m
 }
 

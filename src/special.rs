@@ -32,7 +32,7 @@ pub fn polygamma(n: u32, x: f64) -> f64 {
         return if n == 0 { f64::INFINITY } else { 0.0 };
     }
     // ψ⁽ⁿ⁾(x) = ψ⁽ⁿ⁾(x + 1) − (−1)ⁿ n! / x^(n+1)
-    let sign = if n % 2 == 0 { 1.0 } else { -1.0 };
+    let sign = if n.is_multiple_of(2) { 1.0 } else { -1.0 };
     let nf = factorial(n);
     let mut acc = 0.0;
     let mut x = x;

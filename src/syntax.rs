@@ -57,6 +57,9 @@ pub struct TypeExpr {
     pub span: Span,
 }
 
+/// `usual(NAME : TYPE, …) = η`: the usual parameters, the natural parameter, the place
+pub type UsualDecl = (Vec<(String, TypeExpr)>, Expr, Span);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct FamilyDecl {
     pub name: String,
@@ -70,7 +73,7 @@ pub struct FamilyDecl {
     pub clauses: Vec<(String, Span, Expr)>,
     /// `usual(rate : positive) = log(rate)`, `usual(shape : positive, rate : positive) =
     /// [shape - 1, -rate]`: usual parameters and the natural parameter they give
-    pub usual: Vec<(Vec<(String, TypeExpr)>, Expr, Span)>,
+    pub usual: Vec<UsualDecl>,
     /// `recognise`: models that do not mention the family still have its log-partition
     /// recognised (log Σ exp θ is A of categorical)
     pub recognise: bool,
@@ -472,6 +475,14 @@ impl<'a> Src<'a> {
         }
         // KL(F(a) || F(b)); in rule files KL(F, a, b) is an ordinary call
         if name == "KL" && rest.starts_with('(') {
+            // KL(a || b) with no family: say what a member looks like
+            let bars = self.expr(&rest[1..], true).is_ok_and(|(r, _)| {
+                let r = ws(r, true);
+                r.starts_with("||") || r.starts_with('‖')
+            });
+            if bars && self.family_term(&rest[1..]).is_err() {
+                return fail(ws(&rest[1..], true), "expected a family member, as in KL(categorical(a) || categorical(b))");
+            }
             if let Ok((r, a)) = self.family_term(&rest[1..]) {
                 let r = ws(r, true);
                 let Some(r) = r.strip_prefix("||").or_else(|| r.strip_prefix('‖')) else { return fail(r, "expected `||` between the two members in KL(F(a) || F(b))") };

@@ -245,3 +245,44 @@ fn inputs_that_once_crashed_or_hung() {
         assert!(start.elapsed().as_secs() < 20, "{file}: took {:?}", start.elapsed());
     }
 }
+
+#[test]
+fn family_arguments() {
+    // a usual parameter the family does not have, a known parameter left out, both the
+    // natural and a usual parameter, usual parameters of two parameterisations
+    insta::assert_snapshot!("usual_unknown", placed("param l : positive; data y : count; y ~ poisson(speed = l); J = -log p(y)"));
+    insta::assert_snapshot!("known_missing", placed("param t : R; data y : count; y ~ binomial(t); J = -log p(y)"));
+    insta::assert_snapshot!("natural_and_usual", placed("param t : R; data y : count; y ~ poisson(t, rate = t); J = -log p(y)"));
+    insta::assert_snapshot!("usual_half", placed("param a : positive; data x : positive; x ~ gamma(shape = a); J = -log p(x)"));
+    insta::assert_snapshot!("usual_wrong_shape", placed("dim k; param l : positive^k; data y : count; y ~ gamma(shape = l, rate = l); J = -log p(y)"));
+}
+
+#[test]
+fn kl_and_entries() {
+    insta::assert_snapshot!("kl_two_families", placed("param a : R; J = KL(poisson(a) || bernoulli(a))"));
+    insta::assert_snapshot!("kl_known_parameters", placed("param a : R; data n : count; J = KL(binomial(a, n = n) || binomial(a, n = n))"));
+    insta::assert_snapshot!("kl_not_a_family", placed("param a : R; J = KL(a || a)"));
+    insta::assert_snapshot!("entry_zero", placed("param e : R^2; J = e[0]"));
+    insta::assert_snapshot!("entry_past_the_end", placed("param e : R^2; J = e[3]"));
+    insta::assert_snapshot!("empty_vector", placed("param a : R; J = sum([]) + a"));
+    insta::assert_snapshot!("polygamma_order", placed("param a : positive; J = polygamma(0.5, a)"));
+    insta::assert_snapshot!("spd_vector", placed("dim k; param a : R; data S : spd^k; J = a"));
+}
+
+#[test]
+fn family_declarations_new_clauses() {
+    insta::assert_snapshot!("e_without_cov", placed("family f(t : R) on x : count, T = x, A = exp(t), E = exp(t); param a : R; data y : count; y ~ f(a); J = -log p(y)"));
+    insta::assert_snapshot!("usual_shape", placed("family f(t : R) on x : count, T = x, A = exp(t), usual(r : positive^2) = r; param a : R; data y : count; y ~ f(a); J = -log p(y)"));
+    insta::assert_snapshot!("usual_name_twice", placed("family f(t : R, r : positive) on x : count, T = x, A = r * exp(t), usual(r : positive) = log(r); param a : R; data y : count; y ~ f(a, r = 2); J = -log p(y)"));
+}
+
+#[test]
+fn at_values_in_the_new_domains() {
+    let m = "dim k; param a : negative; param w : angle; data z : onehot0^k; data S : spd^(k,k); J = a + w + sum(z) + logdet(S)";
+    let at = |v: &str| bad(&["derive", "-e", m, "--at", v]);
+    insta::assert_snapshot!("at_not_negative", at("a=0.5; w=0; z=[0,0]; S=[[1,0],[0,1]]"));
+    insta::assert_snapshot!("at_not_an_angle", at("a=-1; w=4; z=[0,0]; S=[[1,0],[0,1]]"));
+    insta::assert_snapshot!("at_not_onehot0", at("a=-1; w=0; z=[1,1]; S=[[1,0],[0,1]]"));
+    insta::assert_snapshot!("at_not_symmetric", at("a=-1; w=0; z=[0,1]; S=[[1,2],[0,1]]"));
+    insta::assert_snapshot!("at_not_positive_definite", at("a=-1; w=0; z=[0,1]; S=[[1,2],[2,1]]"));
+}
