@@ -117,6 +117,22 @@ pub fn rel_error(a: &Mat<f64>, b: &Mat<f64>) -> Option<f64> {
     Some(diff / scale)
 }
 
+/// The part of a derivative in a symmetric n×n matrix that symmetric directions see: for
+/// a gradient G, (G + Gᵀ)/2; for a Hessian H over vec, P H P with P vec(E) = vec((E + Eᵀ)/2).
+pub fn symmetric_part(m: &Mat<f64>, n: usize, order: usize) -> Mat<f64> {
+    if order == 1 && m.shape() == (n, n) {
+        return (m + m.transpose()) / 2.0;
+    }
+    if order != 2 || m.shape() != (n * n, n * n) {
+        return m.clone();
+    }
+    let p = Mat::from_fn(n * n, n * n, |a, b| {
+        let (i, j) = (a % n, a / n);
+        (if b == a { 0.5 } else { 0.0 }) + (if b == j + n * i { 0.5 } else { 0.0 })
+    });
+    &p * m * &p
+}
+
 /// Largest number of entries of a differentiated variable the dense check handles.
 pub const MAX_CHECKED_ENTRIES: usize = 400;
 
@@ -174,7 +190,8 @@ pub fn random_point(model: &Model, rng: &mut ChaCha8Rng, opts: &CheckOptions) ->
 /// Value, gradient and Hessian of a loss in one parameter, by hyper-dual numbers.
 pub fn reference(ev: &Evaluator, loss: &RecExpr<Node>, wrt: Symbol, env: &Env<f64>, hessian: bool) -> Result<(f64, Mat<f64>, Mat<f64>), String> {
     let x0 = env.get(&wrt).ok_or_else(|| format!("no value for `{wrt}`"))?;
-    let n = x0.len();
+    // a matrix is differentiated entry by entry in column-major order (vec)
+    let (n, rows, cols) = (x0.len(), x0.nrows(), x0.ncols());
     let lifted: Env<HyperDual64> = env.iter().map(|(k, v)| (*k, v.map(HyperDual64::from))).collect();
     let mut value = f64::NAN;
     let mut g = Mat::zeros(n, 1);
@@ -182,7 +199,10 @@ pub fn reference(ev: &Evaluator, loss: &RecExpr<Node>, wrt: Symbol, env: &Env<f6
     for i in 0..n {
         for j in i..if hessian { n } else { i + 1 } {
             let mut e = lifted.clone();
-            e.insert(wrt, Mat::from_fn(n, 1, |r, _| HyperDual64::new(x0[r], (r == i) as u8 as f64, (r == j) as u8 as f64, 0.0)));
+            e.insert(wrt, Mat::from_fn(rows, cols, |r, c| {
+                let k = r + c * rows;
+                HyperDual64::new(x0[k], (k == i) as u8 as f64, (k == j) as u8 as f64, 0.0)
+            }));
             let y = ev.eval(loss, &e)?;
             if y.shape() != (1, 1) {
                 return Err("the loss is not a scalar".into());
@@ -196,6 +216,8 @@ pub fn reference(ev: &Evaluator, loss: &RecExpr<Node>, wrt: Symbol, env: &Env<f6
             h[(j, i)] = y.eps1eps2;
         }
     }
+    // the gradient in a matrix is shaped like it
+    let g = if cols > 1 { Mat::from_column_slice(rows, cols, g.as_slice()) } else { g };
     Ok((value, g, h))
 }
 
@@ -304,7 +326,7 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         for (i, r) in d.results.iter().enumerate() {
             let loss = model.loss(&r.loss).unwrap();
             let wrt = r.wrt.as_deref().map(Symbol::from).or_else(|| model.vars.values().find(|v| v.role == Role::Param).map(|v| Symbol::from(v.name.as_str())));
-            let want = match wrt {
+            let mut want = match wrt {
                 Some(w) => reference(&ev, loss, w, &env, r.order >= 2).map(|(v, g, h)| match r.order {
                     0 => Mat::from_element(1, 1, v),
                     1 => g,
@@ -314,7 +336,20 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
                 }),
                 None => ev.eval(loss, &env),
             };
-            let got = ev.eval(&r.term, &env);
+            let mut got = ev.eval(&r.term, &env);
+            if let Some(v) = wrt.and_then(|w| model.var(w)).filter(|v| v.shape.is_matrix()) {
+                // a gradient left as vec(G) is compared shaped like the variable; for a
+                // symmetric matrix only symmetric directions count
+                let n = env[&Symbol::from(v.name.as_str())].nrows();
+                got = got.map(|g| match &want {
+                    Ok(w) if r.order == 1 && g.shape() != w.shape() && g.len() == w.len() => Mat::from_column_slice(w.nrows(), w.ncols(), g.as_slice()),
+                    _ => g,
+                });
+                if v.domain == crate::model::Domain::Spd && r.order <= 2 {
+                    got = got.map(|g| symmetric_part(&g, n, r.order));
+                    want = want.map(|w| symmetric_part(&w, n, r.order));
+                }
+            }
             if let (2, Ok(h)) = (r.order, &got) {
                 if let Some(s) = spectra.iter_mut().find(|s| s.quantity == comps[i].quantity) {
                     s.add(h);

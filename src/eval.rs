@@ -618,6 +618,22 @@ impl<'m> Evaluator<'m> {
                 }
                 m.rows(k as usize - 1, 1).into_owned()
             }
+            Node::Vec(a) => {
+                let m = ev(*a)?;
+                Mat::from_column_slice(m.len(), 1, m.as_slice())
+            }
+            Node::Kron([a, b]) => {
+                let (a, b) = (ev(*a)?, ev(*b)?);
+                let (p, q) = b.shape();
+                Mat::from_fn(a.nrows() * p, a.ncols() * q, |i, j| a[(i / p, j / q)] * b[(i % p, j % q)])
+            }
+            Node::Trace(a) => {
+                let m = ev(*a)?;
+                if m.nrows() != m.ncols() {
+                    return Err(format!("the trace of a {}×{} matrix", m.nrows(), m.ncols()));
+                }
+                scalar((0..m.nrows()).fold(S::of(0.0), |acc, i| acc + m[(i, i)]))
+            }
             Node::Inv(a) => inverse(&ev(*a)?)?.0,
             Node::LogDet(a) => scalar(inverse(&ev(*a)?)?.1),
             Node::Ones(a) => Mat::from_element(ev(*a)?.nrows(), 1, one),

@@ -54,7 +54,13 @@ define_language! {
         // the vector of ones as long as the vector argument, 𝟙
         "ones" = Ones(Id),
         // a vector written out, [a, b]: its entries stacked (scalars, or rows into a matrix)
-        "vec" = Vector(Box<[Id]>),
+        "stack" = Vector(Box<[Id]>),
+        // vec m: the columns of m stacked into one column (column-major)
+        "vec" = Vec(Id),
+        // kron a b: the Kronecker product a ⊗ b
+        "kron" = Kron([Id; 2]),
+        // trace of a square matrix
+        "trace" = Trace(Id),
         // at v i: entry i of a vector (row i of a matrix), counted from 1; i a constant
         "at" = At([Id; 2]),
         "jac" = Jac([Id; 2]),
@@ -90,6 +96,21 @@ pub enum Dim {
     Named(Symbol),
 }
 
+impl Dim {
+    /// The product of two dimensions (the length of vec of an r×c matrix is r·c); a product
+    /// of named dimensions is named by its factors, sorted, joined by `·`.
+    pub fn times(self, other: Dim) -> Dim {
+        match (self, other) {
+            (Dim::One, d) | (d, Dim::One) => d,
+            (Dim::Named(a), Dim::Named(b)) => {
+                let mut f: Vec<&str> = a.as_str().split('·').chain(b.as_str().split('·')).collect();
+                f.sort_unstable();
+                Dim::Named(Symbol::from(f.join("·").as_str()))
+            }
+        }
+    }
+}
+
 impl fmt::Display for Dim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -118,8 +139,19 @@ impl Shape {
     pub fn is_scalar(&self) -> bool {
         *self == SCALAR
     }
+    /// more than one row and more than one column
+    pub fn is_matrix(&self) -> bool {
+        matches!(self, Shape::Mat(r, c) if *r != Dim::One && *c != Dim::One)
+    }
     pub fn is_column(&self) -> bool {
         matches!(self, Shape::Mat(_, Dim::One))
+    }
+    /// The number of entries, as a dimension (rows · columns).
+    pub fn len(&self) -> Option<Dim> {
+        match self {
+            Shape::Mat(r, c) => Some(r.times(*c)),
+            Shape::Family => None,
+        }
     }
     pub fn rows(&self) -> Option<Dim> {
         match self {
@@ -285,9 +317,25 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
             let (n, _) = mat(0)?;
             Ok(Shape::Mat(n, n))
         }
+        // rows: the entries of vec(f); columns: the entries of vec(x)
         Jac(_) => {
-            let (f, x) = (column(0, "a derivative")?, column(1, "a derivative")?);
-            Ok(Shape::Mat(f, x))
+            let ((fr, fc), (xr, xc)) = (mat(0)?, mat(1)?);
+            Ok(Shape::Mat(fr.times(fc), xr.times(xc)))
+        }
+        Vec(_) => {
+            let (r, c) = mat(0)?;
+            Ok(Shape::vector(r.times(c)))
+        }
+        Kron(_) => {
+            let ((ar, ac), (br, bc)) = (mat(0)?, mat(1)?);
+            Ok(Shape::Mat(ar.times(br), ac.times(bc)))
+        }
+        Trace(_) => {
+            let (r, c) = mat(0)?;
+            if r != c {
+                return Err(why("a trace needs a square matrix, got {0}", Some(kids[0]), None));
+            }
+            Ok(SCALAR)
         }
         Expect(_) => {
             column(1, "an expectation's variable")?;

@@ -240,7 +240,7 @@ struct Builder<'s, 'm> {
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
     "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "step", "ones", "vec", "at", "cos", "sin", "inv", "logdet",
-    "besseli0", "besseli1",
+    "besseli0", "besseli1", "kron", "trace",
 ];
 
 impl<'s, 'm> Builder<'s, 'm> {
@@ -418,10 +418,11 @@ impl<'s, 'm> Builder<'s, 'm> {
         if f == "log" && args.len() == 1 && matches!(args[0].kind, ExprKind::Density(..)) {
             return self.log_density(&args[0]);
         }
-        if !ALLOWED_IN_MODELS.contains(&f) {
+        // `stack` is what `[a, b]` is read as
+        if !ALLOWED_IN_MODELS.contains(&f) && f != "stack" {
             return Err(err(span, format!("unknown function `{f}`; known: {}", ALLOWED_IN_MODELS.join(", "))));
         }
-        let arity = if matches!(f, "dot" | "outer" | "polygamma" | "at") { 2 } else if f == "vec" { args.len().clamp(1, 16) } else { 1 };
+        let arity = if matches!(f, "dot" | "outer" | "polygamma" | "at" | "kron") { 2 } else if f == "stack" { args.len().clamp(1, 16) } else { 1 };
         if args.len() != arity {
             return Err(err(span, format!("`{f}` takes {arity} argument{}, got {}", if arity == 1 { "" } else { "s" }, args.len())));
         }
@@ -460,7 +461,10 @@ impl<'s, 'm> Builder<'s, 'm> {
             "sin" => Node::Sin(ids[0]),
             "besseli0" => Node::BesselI0(ids[0]),
             "besseli1" => Node::BesselI1(ids[0]),
-            "vec" => {
+            "vec" => Node::Vec(ids[0]),
+            "kron" => Node::Kron([ids[0], ids[1]]),
+            "trace" => Node::Trace(ids[0]),
+            "stack" => {
                 // [[a, b], [c, d]] is a matrix with those rows
                 let mut items = ids.clone();
                 if items.iter().all(|&i| matches!(self.shape(i), Shape::Mat(r, Dim::One) if r != Dim::One)) {
@@ -571,9 +575,6 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                 declared(n, st.span, &m, &lets)?;
                 let (shape, domain) = type_shape(t, &m.dims)?;
                 let role = if matches!(st.kind, StmtKind::Param(..)) { Role::Param } else { Role::Data };
-                if role == Role::Param && !shape.is_column() {
-                    return Err(err(t.span, "matrix parameters are not supported yet: differentiate with respect to a scalar or a vector"));
-                }
                 m.vars.insert(n.clone(), Var { name: n.clone(), shape, domain, role, family: None });
             }
             StmtKind::Family(f) => {

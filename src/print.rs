@@ -52,6 +52,11 @@ pub const GREEK: &[(&str, &str, &str)] = &[
 ];
 
 /// A variable name in a style: `theta2` → θ₂ / `\theta_{2}`.
+/// Digits as Unicode subscripts: 12 → ₁₂.
+pub fn subscript(k: &str) -> String {
+    k.chars().map(|c| c.to_digit(10).map_or(c, |d| char::from_u32(0x2080 + d).unwrap())).collect()
+}
+
 pub fn name(raw: &str, style: Style) -> String {
     let split = raw.find(|c: char| c.is_ascii_digit() || c == '_').unwrap_or(raw.len());
     let (stem, sub) = raw.split_at(split);
@@ -343,6 +348,17 @@ impl<'m> Printer<'m> {
                 (txt(&head).append(txt(&open)).append(d(*t1).0).append(txt(close)).append(txt(sep)).append(txt(&open)).append(d(*t2).0).append(txt(close)).append(txt(end)), ATOM)
             }
             Node::Eye(_) => (txt("I"), ATOM),
+            Node::Kron([a, b]) => match self.style {
+                Style::Ascii => (txt("kron(").append(d(*a).0).append(txt(", ")).append(d(*b).0).append(txt(")")), ATOM),
+                // brackets in any product: (A ⊗ B) / 2
+                _ => (p(*a, UNARY + 1).append(txt(self.op(" ⊗ ", "", " \\otimes "))).append(p(*b, UNARY + 1)), SUM),
+            },
+            Node::Vec(a) => self.call("vec", d(*a).0),
+            Node::Trace(a) => match self.style {
+                Style::Unicode => (txt("tr(").append(d(*a).0).append(txt(")")), ATOM),
+                Style::Latex => (txt("\\operatorname{tr}\\left(").append(d(*a).0).append(txt("\\right)")), ATOM),
+                Style::Ascii => self.call("trace", d(*a).0),
+            },
             Node::Vector(items) => {
                 // the rows of a matrix written out, [a, b]ᵀ each
                 let row = |c: &Id| match &t[*c] {
@@ -381,7 +397,7 @@ impl<'m> Printer<'m> {
                     Style::Ascii => (p(*v, ATOM).append(txt(&format!("[{k}]"))), POSTFIX),
                     Style::Latex => (txt("{").append(p(*v, ATOM)).append(txt(&format!("}}_{{{k}}}"))), if matches!(t[*v], Node::Symbol(_)) { ATOM } else { POSTFIX }),
                     Style::Unicode => {
-                        let sub: String = k.chars().map(|c| c.to_digit(10).map_or(c, |d| char::from_u32(0x2080 + d).unwrap())).collect();
+                        let sub = subscript(&k);
                         // η₁ is a name of its own
                         let prec = if matches!(t[*v], Node::Symbol(_)) { ATOM } else { POSTFIX };
                         (p(*v, ATOM).append(txt(&sub)), prec)

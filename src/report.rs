@@ -4,7 +4,7 @@
 use crate::check::{label, CheckReport, Spectrum};
 use crate::derive::{Definition, Derivation, Derived};
 use crate::eval::{Env, Evaluator, Mat};
-use crate::lang::Node;
+use crate::lang::{Node, Shape};
 use crate::model::{Model, Role};
 use crate::print::{name, Printer, Style};
 use crate::rules::{replace_word, Rule};
@@ -295,6 +295,9 @@ impl Outcome<'_> {
         if !d.assumptions.is_empty() {
             out.push_str(&format!("assuming {}\n", d.assumptions.iter().map(|a| assumption(a, style)).collect::<Vec<_>>().join(", ")));
         }
+        for c in self.conventions(style) {
+            out.push_str(&format!("convention: {c}\n"));
+        }
         out.push_str(&self.notes(style));
         if let Some(c) = self.check {
             out.push_str(&check_line(m, c, style));
@@ -341,6 +344,50 @@ impl Outcome<'_> {
                 (lhs(m, &r, style), printer.print(&c.term), status)
             })
             .collect()
+    }
+
+    /// How derivatives in a matrix are laid out, one line per matrix variable differentiated.
+    pub fn conventions(&self, style: Style) -> Vec<String> {
+        let m = self.model;
+        let mut seen: Vec<&str> = vec![];
+        let mut out = vec![];
+        for r in &self.derivation.results {
+            let Some(w) = r.wrt.as_deref() else { continue };
+            let Some(v) = m.var(egg::Symbol::from(w)).filter(|v| v.shape.is_matrix()) else { continue };
+            if seen.contains(&w) || r.order == 0 {
+                continue;
+            }
+            seen.push(w);
+            let Shape::Mat(rows, cols) = v.shape else { continue };
+            let len = if rows == cols { format!("{rows}²") } else { format!("{rows}{cols}") };
+            let spd = v.domain == crate::model::Domain::Spd;
+            let line = if style == Style::Latex {
+                let x = name(w, Style::Latex);
+                let len = len.replace('²', "^2");
+                let mut l = format!(
+                    "\\text{{convention: }} {x} \\in \\mathbb{{R}}^{{{rows} \\times {cols}}}\\text{{: the gradient has its shape; the Hessian is over }} \\operatorname{{vec}}({x})\\text{{, its entries column by column }} ({x}_{{11}}, {x}_{{21}}, \\ldots, {x}_{{12}}, \\ldots)\\text{{, a }} {len} \\times {len} \\text{{ matrix}}"
+                );
+                if spd {
+                    l.push_str(&format!("\\text{{; }} {x} \\text{{ is symmetric: its entries are differentiated as independent, and the results hold along symmetric directions }} E, F\\ (\\langle \\nabla J, E \\rangle,\\ \\operatorname{{vec}}(E)^{{\\top}} \\nabla^2 J \\operatorname{{vec}}(F))\\text{{, which the check compares}}"));
+                }
+                l
+            } else {
+                let x = name(w, Style::Unicode);
+                let sub = |a: &str| format!("{x}{}", crate::print::subscript(a));
+                let mut l = format!(
+                    "{x} is {rows}×{cols}: the gradient has its shape; the Hessian is over vec({x}), its entries column by column ({}, {}, …, {}, …), a {len}×{len} matrix",
+                    sub("11"),
+                    sub("21"),
+                    sub("12")
+                );
+                if spd {
+                    l.push_str(&format!("; {x} is symmetric: its entries are differentiated as independent, and the results hold along symmetric directions E, F (⟨∇J, E⟩ and vec(E)ᵀ ∇²J vec(F)), which the check compares"));
+                }
+                l
+            };
+            out.push(line);
+        }
+        out
     }
 
     /// Notes on limits hit, results not fully derived and rule problems.
@@ -502,6 +549,9 @@ impl Outcome<'_> {
         if !d.assumptions.is_empty() {
             rows.push(format!("&\\text{{assuming }} {}", d.assumptions.iter().map(|a| assumption(a, Style::Latex)).collect::<Vec<_>>().join(",\\ ")));
         }
+        for c in self.conventions(Style::Latex) {
+            rows.push(format!("&{c}"));
+        }
         let steps = self.steps_latex();
         if !steps.is_empty() {
             rows.push("&\\text{step by step:}".to_string());
@@ -561,6 +611,7 @@ impl Outcome<'_> {
             "claims": claims,
             "definitions": defs,
             "assumptions": d.assumptions,
+            "conventions": self.conventions(Style::Unicode),
             "rules_applied": rules,
             "egraph": {"stop": d.stop, "saturated": d.saturated, "iterations": d.iterations, "nodes": d.nodes, "classes": d.classes},
         });

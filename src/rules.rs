@@ -18,6 +18,10 @@ pub const DEFAULT_RULES: &[(&str, &str)] = &[
     ("rules/expfam.rules", include_str!("../rules/expfam.rules")),
 ];
 
+fn fits(a: Option<Shape>, b: Option<Shape>) -> bool {
+    matches!((a, b), (Some(Shape::Mat(_, c)), Some(Shape::Mat(r, _))) if c == r)
+}
+
 /// The family catalog compiled into the binary (model-language `family` statements).
 pub const DEFAULT_FAMILIES: &[(&str, &str)] = &[("rules/families.ef", include_str!("../rules/families.ef"))];
 
@@ -37,7 +41,11 @@ pub enum Cond {
     Column(Var),
     /// a row vector (a scalar counts)
     Row(Var),
+    /// neither a row nor a column: more than one of each
+    Matrix(Var),
     SameShape(Var, Var),
+    /// the first can multiply the second: its columns are the second's rows
+    Fits(Var, Var),
     Const(Var),
     /// not known to be a constant (only prunes: the rule is valid either way)
     NotConst(Var),
@@ -54,7 +62,7 @@ pub enum Cond {
     ParamOf(Var, Symbol, bool),
 }
 
-const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), same-shape(a, b), const(a), nonconst(a), onehot(x), binary(x), simplex(q), spd(S), indicator(F), indicator(F, t), length(x, 2)";
+const CONDITIONS: &str = "indep(a, x), depends(a * b, x), scalar(a), nonscalar(a), column(a), row(a), matrix(a), same-shape(a, b), fits(a, b), const(a), nonconst(a), onehot(x), binary(x), simplex(q), spd(S), indicator(F), indicator(F, t), length(x, 2)";
 
 /// One loaded rule.
 #[derive(Clone, Debug)]
@@ -123,7 +131,10 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("ones", [a]) => Node::Ones(*a),
         ("inv", [a]) => Node::Inv(*a),
         ("logdet", [a]) => Node::LogDet(*a),
-        ("vec", items) if !items.is_empty() => Node::Vector(items.into()),
+        ("stack", items) if !items.is_empty() => Node::Vector(items.into()),
+        ("vec", [a]) => Node::Vec(*a),
+        ("kron", [a, b]) => Node::Kron([*a, *b]),
+        ("trace", [a]) => Node::Trace(*a),
         ("at", [v, i]) => Node::At([*v, *i]),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
         ("lgamma", [a]) => Node::Lgamma(*a),
@@ -215,6 +226,10 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
             want(2)?;
             Cond::SameShape(v(0)?, v(1)?)
         }
+        "fits" => {
+            want(2)?;
+            Cond::Fits(v(0)?, v(1)?)
+        }
         _ => {
             want(1)?;
             let a = v(0)?;
@@ -223,6 +238,7 @@ fn condition(name: &str, args: &[Expr], span: Span) -> Result<Cond, (Span, Strin
                 "nonscalar" => Cond::NotScalar(a),
                 "column" => Cond::Column(a),
                 "row" => Cond::Row(a),
+                "matrix" => Cond::Matrix(a),
                 "const" => Cond::Const(a),
                 "nonconst" => Cond::NotConst(a),
                 "onehot" => Cond::Domain(a, Domain::OneHot),
@@ -323,9 +339,9 @@ fn var_span(e: &Expr, name: &str) -> Option<Span> {
 
 fn cond_vars(c: &Cond) -> Vec<Var> {
     match c {
-        Cond::Indep(a, b) | Cond::SameShape(a, b) => vec![*a, *b],
+        Cond::Indep(a, b) | Cond::SameShape(a, b) | Cond::Fits(a, b) => vec![*a, *b],
         Cond::Depends(p, x) => pattern_vars(p).into_iter().chain([*x]).collect(),
-        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Const(a) | Cond::NotConst(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) | Cond::Length(a, _) => vec![*a],
+        Cond::Scalar(a) | Cond::NotScalar(a) | Cond::Column(a) | Cond::Row(a) | Cond::Matrix(a) | Cond::Const(a) | Cond::NotConst(a) | Cond::Domain(a, _) | Cond::Indicator(a, None) | Cond::ParamOf(a, _, _) | Cond::Length(a, _) => vec![*a],
         Cond::Indicator(a, Some(b)) => vec![*a, *b],
     }
 }
@@ -396,7 +412,9 @@ fn check_shapes(rule: &Rule) -> Result<(), String> {
             Cond::NotScalar(a) => !env[a].is_scalar(),
             Cond::Column(a) => env[a].is_column(),
             Cond::Row(a) => matches!(env[a], Shape::Mat(Dim::One, _)),
+            Cond::Matrix(a) => env[a].is_matrix(),
             Cond::SameShape(a, b) => env[a] == env[b],
+            Cond::Fits(a, b) => fits(Some(env[a]), Some(env[b])),
             Cond::Length(a, k) => crate::lang::fixed_length(env[a]) == Some(*k),
             // constants are numbers: 1×1
             Cond::Const(a) => env[a].is_scalar(),
@@ -557,7 +575,9 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
         Cond::NotScalar(a) => data(a).shape.is_some_and(|s| !s.is_scalar()),
         Cond::Column(a) => data(a).shape.is_some_and(|s| s.is_column()),
         Cond::Row(a) => data(a).shape.is_some_and(|s| matches!(s, Shape::Mat(Dim::One, _))),
+        Cond::Matrix(a) => data(a).shape.is_some_and(|s| s.is_matrix()),
         Cond::SameShape(a, b) => data(a).shape.is_some() && data(a).shape == data(b).shape,
+        Cond::Fits(a, b) => fits(data(a).shape, data(b).shape),
         Cond::Const(a) => data(a).constant.is_some(),
         Cond::NotConst(a) => data(a).constant.is_none(),
         Cond::Length(a, k) => data(a).shape.and_then(crate::lang::fixed_length) == Some(*k),

@@ -443,7 +443,7 @@ impl<'a> Src<'a> {
             if args.is_empty() {
                 return fail(i, "a vector needs at least one entry: [a, b]");
             }
-            return Ok((r, Expr { kind: ExprKind::Call("vec".into(), args), span: self.span(i, r) }));
+            return Ok((r, Expr { kind: ExprKind::Call("stack".into(), args), span: self.span(i, r) }));
         }
         if let Some(r) = i.strip_prefix('(') {
             let open = i;
