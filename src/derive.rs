@@ -445,14 +445,15 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         let (loss, wrt, ord) = &wanted[i];
         let root = *tidied.next().unwrap();
         let (_, term) = if *ord == 3 { ex2_hvp.find_best(root) } else { ex2.find_best(root) };
-        // the gradient in a matrix W is shaped like W: vec(G) is written G
+        let mut trail = std::mem::take(&mut trails[i]);
+        trail.push((2, derived[i].clone(), term.clone()));
+        // the gradient in a matrix W is shaped like W: vec(G) is written G (the trail ends
+        // at vec(G), where the rewriting did)
         let term = match (&term[Id::from(term.as_ref().len() - 1)], wrt) {
             (Node::Vec(g), Some(w)) if *ord == 1 && model.vars[w].shape.is_matrix() => subterm(&term, *g),
             _ => term,
         };
         let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
-        let mut trail = std::mem::take(&mut trails[i]);
-        trail.push((2, derived[i].clone(), term.clone()));
         results.push(Derived { loss: loss.clone(), wrt: wrt.clone(), order: *ord, term, complete, is_covariance: covariance[i], trail });
     }
     let mut definitions: Vec<Definition> = quantities

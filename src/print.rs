@@ -267,7 +267,9 @@ impl<'m> Printer<'m> {
                     Style::Unicode => txt("∇_").append(xn),
                     Style::Ascii => txt("grad_").append(xn),
                 };
-                (nabla.append(self.paren(d(*f), ATOM)), PRODUCT)
+                // brackets unless the argument is a name: ∇_x(log det(x)), ∇_x f
+                let arg = if matches!(t[*f], Node::Symbol(_)) { d(*f).0 } else { self.paren((d(*f).0, SUM), ATOM) };
+                (nabla.append(arg), PRODUCT)
             }
             // 1ᵀI is the row of ones 𝟙ᵀ, and its transpose 𝟙
             Node::Transpose(a) if self.style != Style::Ascii && matches!(&t[*a], Node::Sum(e) if matches!(t[*e], Node::Eye(_))) => {

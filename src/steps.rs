@@ -59,11 +59,22 @@ pub fn explain(model: &Model, d: &Derivation, limits: &Limits, all: bool) -> Res
     let direct_limits = Limits { seconds: limits.seconds.min(0.5), nodes: limits.nodes.min(4000), iterations: limits.iterations };
     let mut out = vec![];
     for r in &d.results {
+        // where the rewriting ended: vec(G) for a gradient then written in its matrix's shape
+        let end = r.trail.last().map_or(&r.term, |t| &t.2);
+        let reshape = (end != &r.term).then(|| Step {
+            term: r.term.clone(),
+            rules: vec![],
+            reasons: vec!["vec(G) written as G, shaped like the variable".into()],
+            sides: vec![],
+            quiet: false,
+            group: None,
+        });
         // The direct way, from the result shown before (∇J from J's derived form), with
         // every rule; when that does not meet the result, the way the derivation went.
         if let Some(from) = direct_start(model, d, r) {
-            if let Some(flat) = segment(model, every, &shortcuts, std::slice::from_ref(&from), &from, &r.term, &direct_limits)? {
-                let steps: Vec<Step> = flat.windows(2).map(|w| step(&w[0], &w[1], every, &shortcuts)).collect();
+            if let Some(flat) = segment(model, every, &shortcuts, std::slice::from_ref(&from), &from, end, &direct_limits)? {
+                let mut steps: Vec<Step> = flat.windows(2).map(|w| step(&w[0], &w[1], every, &shortcuts)).collect();
+                steps.extend(reshape);
                 out.push(Steps { start: from, steps: if all { steps } else { group(steps) }, gaps: vec![] });
                 continue;
             }
@@ -87,6 +98,7 @@ pub fn explain(model: &Model, d: &Derivation, limits: &Limits, all: bool) -> Res
                 None => gaps.push(stage.name.to_string()),
             }
         }
+        steps.extend(reshape);
         let steps = if all { steps } else { group(steps) };
         out.push(Steps { start, steps, gaps });
     }
