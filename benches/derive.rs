@@ -27,6 +27,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("numeric check, 20 points, k in 2..7", |b| {
         b.iter(|| evolved::check::check(&model, &d, &Default::default(), &|_| String::new()))
     });
+    // matrix parameters: named sizes, then fixed ones (the derivation never sees a size)
+    let samples = include_str!("../examples/softmax_regression_samples.ef");
+    c.bench_function("derive softmax regression over n samples, W k×d", |b| b.iter(|| derive_and_print(samples, &rules)));
+    for (k, d) in [(3, 4), (50, 300)] {
+        let src = samples.replace("dim n, k, d", "dim n").replace("(n,d)", &format!("(n,{d})")).replace("(k,d)", &format!("({k},{d})")).replace("(n,k)", &format!("(n,{k})"));
+        c.bench_function(&format!("derive softmax regression, k = {k}, d = {d}"), |b| b.iter(|| derive_and_print(&src, &rules)));
+    }
     let bce = include_str!("../examples/bce_with_logits.ef");
     c.bench_function("derive bce_with_logits", |b| b.iter(|| derive_and_print(bce, &rules)));
 }

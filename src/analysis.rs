@@ -29,6 +29,8 @@ pub struct Data {
 #[derive(Default, Clone)]
 pub struct Facts {
     pub vars: HashMap<Symbol, (Shape, Domain)>,
+    /// dimensions sums run over (numbers in terms)
+    pub dims: BTreeSet<Symbol>,
     /// family name → (parameter shape, is T(x) = x with one-hot or binary x)
     pub families: HashMap<Symbol, (Shape, bool)>,
     /// assumptions the rules used, as instantiated by them
@@ -40,7 +42,14 @@ pub struct Facts {
 impl Facts {
     pub fn new(model: &Model) -> Facts {
         Facts {
-            vars: model.vars.values().map(|v| (Symbol::from(v.name.as_str()), (v.shape, v.domain))).collect(),
+            vars: model
+                .vars
+                .values()
+                .map(|v| (Symbol::from(v.name.as_str()), (v.shape, v.domain)))
+                // a sum's index is a whole number
+                .chain(model.indices.keys().map(|i| (Symbol::from(i.as_str()), (crate::lang::SCALAR, Domain::Count))))
+                .collect(),
+            dims: model.indices.values().map(|d| Symbol::from(d.as_str())).collect(),
             families: model.families.iter().map(|f| (Symbol::from(f.name.as_str()), (f.param_shape, f.is_indicator()))).collect(),
             ..Default::default()
         }
@@ -49,6 +58,9 @@ impl Facts {
     pub fn symbol_shape(&self, s: Symbol) -> Option<Shape> {
         if let Some((sh, _)) = self.vars.get(&s) {
             return Some(*sh);
+        }
+        if self.dims.contains(&s) {
+            return Some(crate::lang::SCALAR);
         }
         self.families.get(&s).map(|_| Shape::Family).or_else(|| crate::lang::constant_symbol(s).map(|_| crate::lang::SCALAR))
     }
@@ -133,6 +145,8 @@ impl Analysis<Node> for Facts {
             Node::Eye(_) | Node::Ones(_) => {}
             // ∂f/∂x depends on what f depends on
             Node::Jac([f, _]) => free.extend(get(f).free.iter().copied()),
+            // a sum depends on what its summand does, except its index
+            Node::SumOver([i, _, body]) => free.extend(get(body).free.difference(&get(i).free).copied()),
             Node::Expect([q, x, body]) => {
                 free.extend(get(q).free.iter().copied());
                 free.extend(get(body).free.difference(&get(x).free).copied());
@@ -149,7 +163,7 @@ impl Analysis<Node> for Facts {
             Node::Transpose(a) | Node::Neg(a) | Node::Sum(a) | Node::Diag(a) | Node::At([a, _]) => z(a),
             Node::Mul([a, b]) | Node::MatMul([a, b]) | Node::Dot([a, b]) | Node::Outer([a, b]) => z(a) || z(b),
             Node::Add([a, b]) | Node::Sub([a, b]) => z(a) && z(b),
-            Node::Div([a, _]) | Node::Jac([a, _]) => z(a),
+            Node::Div([a, _]) | Node::Jac([a, _]) | Node::SumOver([_, _, a]) => z(a),
             _ => false,
         };
         let scalar = |i: &Id| get(i).shape.is_some_and(|s| s.is_scalar());

@@ -449,8 +449,8 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         trail.push((2, derived[i].clone(), term.clone()));
         // the gradient in a matrix W is shaped like W: vec(G) is written G (the trail ends
         // at vec(G), where the rewriting did)
-        let term = match (&term[Id::from(term.as_ref().len() - 1)], wrt) {
-            (Node::Vec(g), Some(w)) if *ord == 1 && model.vars[w].shape.is_matrix() => subterm(&term, *g),
+        let term = match wrt {
+            Some(w) if *ord == 1 && model.vars[w].shape.is_matrix() => unvec(&term).unwrap_or(term),
             _ => term,
         };
         let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
@@ -577,6 +577,22 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
 
 /// The gradient of a scalar term: D(term, x)ᵀ; for a vector of a small fixed length n
 /// (R², R³, R⁴) entry by entry, [∂term/∂x₁, …, ∂term/∂xₙ], so the rules do scalar calculus.
+/// G for vec(G), and Σᵢ G for Σᵢ vec(G): a gradient in a matrix, in the matrix's shape.
+fn unvec(t: &RecExpr<Node>) -> Option<RecExpr<Node>> {
+    match &t[Id::from(t.as_ref().len() - 1)] {
+        Node::Vec(g) => Some(subterm(t, *g)),
+        Node::SumOver([i, n, b]) => {
+            let Node::Vec(g) = &t[*b] else { return None };
+            let mut out = subterm(t, *g);
+            let g = Id::from(out.as_ref().len() - 1);
+            let (i, n) = (out.add(t[*i].clone()), out.add(t[*n].clone()));
+            out.add(Node::SumOver([i, n, g]));
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
 pub(crate) fn gradient(term: &RecExpr<Node>, x: &str, len: Option<usize>) -> RecExpr<Node> {
     let Some(n) = len else {
         let mut t = on_top(term, x, |r, x| Node::Jac([r, x]));

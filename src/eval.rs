@@ -254,6 +254,22 @@ impl<'m> Evaluator<'m> {
         Evaluator { model }
     }
 
+    /// The size of a named dimension, read off a variable that has it.
+    fn dim_size<S: Scalar>(&self, n: Symbol, env: &Env<S>) -> Option<usize> {
+        let d = crate::lang::Dim::Named(n);
+        self.model.vars.values().find_map(|v| {
+            let crate::lang::Shape::Mat(r, c) = v.shape else { return None };
+            let x = env.get(&Symbol::from(v.name.as_str()))?;
+            if r == d {
+                Some(x.nrows())
+            } else if c == d {
+                Some(x.ncols())
+            } else {
+                None
+            }
+        })
+    }
+
     pub fn eval<S: Scalar>(&self, term: &RecExpr<Node>, env: &Env<S>) -> Result<Mat<S>, String> {
         let root = Id::from(term.as_ref().len() - 1);
         self.at(term, root, env)
@@ -633,6 +649,21 @@ impl<'m> Evaluator<'m> {
                     return Err(format!("the trace of a {}×{} matrix", m.nrows(), m.ncols()));
                 }
                 scalar((0..m.nrows()).fold(S::of(0.0), |acc, i| acc + m[(i, i)]))
+            }
+            Node::SumOver([i, n, body]) => {
+                let (Node::Symbol(i), Node::Symbol(n)) = (&t[*i], &t[*n]) else { return Err("a sum needs an index and a dimension".into()) };
+                let size = self.dim_size(*n, env).ok_or_else(|| format!("no variable tells the size of `{n}`"))?;
+                let mut inner = env.clone();
+                let mut total: Option<Mat<S>> = None;
+                for k in 1..=size {
+                    inner.insert(*i, scalar(S::of(k as f64)));
+                    let v = self.at(t, *body, &inner)?;
+                    total = Some(match total {
+                        None => v,
+                        Some(acc) => zip(&acc, &v, |x, y| x + y)?,
+                    });
+                }
+                total.unwrap_or_else(|| scalar(S::of(0.0)))
             }
             Node::Inv(a) => inverse(&ev(*a)?)?.0,
             Node::LogDet(a) => scalar(inverse(&ev(*a)?)?.1),

@@ -61,6 +61,8 @@ define_language! {
         "kron" = Kron([Id; 2]),
         // trace of a square matrix
         "trace" = Trace(Id),
+        // sumover i n body: Σ over i = 1..n of body (i a bound index, n a dimension)
+        "sumover" = SumOver([Id; 3]),
         // at v i: entry i of a vector (row i of a matrix), counted from 1; i a constant
         "at" = At([Id; 2]),
         "jac" = Jac([Id; 2]),
@@ -329,6 +331,13 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
         Kron(_) => {
             let ((ar, ac), (br, bc)) = (mat(0)?, mat(1)?);
             Ok(Shape::Mat(ar.times(br), ac.times(bc)))
+        }
+        SumOver(_) => {
+            if !kids[0].is_scalar() || !kids[1].is_scalar() {
+                return Err(why("a sum runs over an index and a dimension", None, None));
+            }
+            mat(2)?;
+            Ok(kids[2])
         }
         Trace(_) => {
             let (r, c) = mat(0)?;

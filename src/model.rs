@@ -151,6 +151,8 @@ pub struct Model {
     /// parameter → the direction vector of its Hessian-vector product (a data variable)
     pub directions: BTreeMap<String, String>,
     pub claims: Vec<Claim>,
+    /// the index of each sum in the losses → the dimension it runs over
+    pub indices: BTreeMap<String, String>,
 }
 
 /// A formula the user believes: proved in the e-graph, or tested numerically.
@@ -177,6 +179,10 @@ impl Model {
     pub fn symbol_shape(&self, s: Symbol) -> Option<Shape> {
         if let Some(v) = self.var(s) {
             return Some(v.shape);
+        }
+        // a sum's index and the dimension it runs over are numbers
+        if self.indices.contains_key(s.as_str()) || self.indices.values().any(|d| d == s.as_str()) {
+            return Some(crate::lang::SCALAR);
         }
         self.family(s).map(|_| Shape::Family).or_else(|| crate::lang::constant_symbol(s).map(|_| crate::lang::SCALAR))
     }
@@ -233,6 +239,8 @@ struct Scope<'m> {
 
 struct Builder<'s, 'm> {
     scope: &'s Scope<'m>,
+    /// indices bound by the sums around the current term, with their dimensions
+    bound: Vec<(String, String)>,
     out: RecExpr<Node>,
     shapes: Vec<Shape>,
 }
@@ -291,6 +299,9 @@ impl<'s, 'm> Builder<'s, 'm> {
                 self.add(Node::Num(r), e.span)
             }
             ExprKind::Var(name) => {
+                if self.bound.iter().any(|(i, _)| i == name) {
+                    return Ok(self.leaf(Symbol::from(name.as_str()), SCALAR));
+                }
                 if let Some((_, sh)) = self.scope.locals.iter().find(|(n, _)| n == name) {
                     return Ok(self.leaf(Symbol::from(name.as_str()), *sh));
                 }
@@ -311,6 +322,28 @@ impl<'s, 'm> Builder<'s, 'm> {
             ExprKind::Neg(a) => {
                 let a = self.expr(a)?;
                 self.add(Node::Neg(a), e.span)
+            }
+            ExprKind::SumOver(index, ispan, dim, dspan, body) => {
+                if !self.scope.dims.contains(dim) || dim.parse::<usize>().is_ok() {
+                    return Err(err(*dspan, format!("`{dim}` is not a declared dimension: a sum runs over one, as in `dim n` … sum(i in n, …)")));
+                }
+                let taken = self.scope.model.vars.contains_key(index)
+                    || self.scope.lets.contains_key(index)
+                    || self.scope.dims.contains(index)
+                    || self.bound.iter().any(|(i, _)| i == index)
+                    || ALLOWED_IN_MODELS.contains(&index.as_str());
+                if taken {
+                    return Err(err(*ispan, format!("`{index}` is already a name here: the index of a sum needs a new one")));
+                }
+                let (i, n) = (self.leaf(Symbol::from(index.as_str()), SCALAR), self.leaf(Symbol::from(dim.as_str()), SCALAR));
+                self.bound.push((index.clone(), dim.clone()));
+                let b = self.expr(body);
+                self.bound.pop();
+                let b = b?;
+                if !self.mentions(b, Symbol::from(index.as_str())) {
+                    return Err(err(body.span, format!("the summand does not use `{index}`: index a variable with it, as in X[{index}]")));
+                }
+                self.add(Node::SumOver([i, n, b]), e.span)
             }
             ExprKind::Transpose(a) => {
                 let a = self.expr(a)?;
@@ -474,6 +507,20 @@ impl<'s, 'm> Builder<'s, 'm> {
                 }
                 Node::Vector(items.as_slice().into())
             }
+            "at" if matches!(&self.out[ids[1]], Node::Symbol(s) if self.bound.iter().any(|(b, _)| b == s.as_str())) => {
+                let Node::Symbol(s) = &self.out[ids[1]] else { unreachable!() };
+                let dim = &self.bound.iter().find(|(b, _)| b == s.as_str()).unwrap().1;
+                let Shape::Mat(rows, cols) = self.shape(ids[0]) else { unreachable!() };
+                if rows != Dim::Named(Symbol::from(dim.as_str())) {
+                    return Err(err(span, format!("`{s}` runs over {dim}, but this has {rows} rows")));
+                }
+                let row = self.add(Node::At([ids[0], ids[1]]), span)?;
+                // row i of a matrix, as a column: the i-th sample
+                if cols == Dim::One {
+                    return Ok(row);
+                }
+                Node::Transpose(row)
+            }
             "at" => {
                 let n = match self.shape(ids[0]) {
                     Shape::Mat(Dim::Named(n), _) => n.as_str().parse::<i64>().ok(),
@@ -494,7 +541,7 @@ impl<'s, 'm> Builder<'s, 'm> {
 
 /// Builds one term in a scope; returns it with its shape.
 fn build(scope: &Scope, e: &Expr) -> Result<(RecExpr<Node>, Shape), SyntaxError> {
-    let mut b = Builder { scope, out: RecExpr::default(), shapes: vec![] };
+    let mut b = Builder { scope, bound: vec![], out: RecExpr::default(), shapes: vec![] };
     let root = b.expr(e)?;
     let shape = b.shape(root);
     Ok((b.out, shape))
@@ -698,6 +745,13 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                         m.requests.push(Request { loss: it.name.clone(), wrt: w, order: it.order });
                     }
                 }
+            }
+        }
+    }
+    for (_, t) in &m.losses {
+        for n in t.iter() {
+            if let Node::SumOver([i, d, _]) = n {
+                m.indices.insert(t[*i].to_string(), t[*d].to_string());
             }
         }
     }

@@ -52,6 +52,17 @@ pub const GREEK: &[(&str, &str, &str)] = &[
 ];
 
 /// A variable name in a style: `theta2` → θ₂ / `\theta_{2}`.
+/// An index as a Unicode subscript where there is one (ᵢ, ⱼ, ₖ, …), else _name.
+pub fn index_sub(i: &str) -> String {
+    let map = |c: char| match c {
+        'a' => Some('ₐ'), 'e' => Some('ₑ'), 'h' => Some('ₕ'), 'i' => Some('ᵢ'), 'j' => Some('ⱼ'), 'k' => Some('ₖ'),
+        'l' => Some('ₗ'), 'm' => Some('ₘ'), 'n' => Some('ₙ'), 'o' => Some('ₒ'), 'p' => Some('ₚ'), 'r' => Some('ᵣ'),
+        's' => Some('ₛ'), 't' => Some('ₜ'), 'u' => Some('ᵤ'), 'v' => Some('ᵥ'), 'x' => Some('ₓ'),
+        _ => c.to_digit(10).map(|d| char::from_u32(0x2080 + d).unwrap()),
+    };
+    i.chars().map(map).collect::<Option<String>>().unwrap_or_else(|| format!("_{i}"))
+}
+
 /// Digits as Unicode subscripts: 12 → ₁₂.
 pub fn subscript(k: &str) -> String {
     k.chars().map(|c| c.to_digit(10).map_or(c, |d| char::from_u32(0x2080 + d).unwrap())).collect()
@@ -159,6 +170,30 @@ impl<'m> Printer<'m> {
         };
         let (open, close) = if self.tex() { ("\\left(", "\\right)") } else { ("(", ")") };
         (Doc::text(head).append(Doc::text(open)).append(arg).append(Doc::text(close)), ATOM)
+    }
+
+    /// `at(X, i)` of a matrix variable X at a sum's index: xᵢ, the name of row i as a column.
+    fn sample(&self, t: &RecExpr<Node>, at: Id) -> Option<String> {
+        let Node::At([v, i]) = &t[at] else { return None };
+        let (Node::Symbol(x), Node::Symbol(i)) = (&t[*v], &t[*i]) else { return None };
+        let var = self.model.var(*x)?;
+        if !var.shape.is_matrix() || !self.model.indices.contains_key(i.as_str()) {
+            return None;
+        }
+        if self.style == Style::Ascii {
+            return Some(format!("{x}[{i}]"));
+        }
+        Some(self.indexed(x.as_str(), i.as_str(), true))
+    }
+
+    /// A name with an index: yᵢ (lower case for a matrix's row when no variable has that name).
+    fn indexed(&self, x: &str, i: &str, row: bool) -> String {
+        let lower = x.to_lowercase();
+        let base = if row && lower != x && self.model.var(Symbol::from(lower.as_str())).is_none() { lower } else { x.to_string() };
+        match self.style {
+            Style::Latex => format!("{}_{{{i}}}", name(&base, Style::Latex)),
+            _ => format!("{}{}", name(&base, self.style), index_sub(i)),
+        }
     }
 
     fn op(&self, unicode: &'static str, ascii: &'static str, latex: &'static str) -> &'static str {
@@ -270,6 +305,16 @@ impl<'m> Printer<'m> {
                 // brackets unless the argument is a name: ∇_x(log det(x)), ∇_x f
                 let arg = if matches!(t[*f], Node::Symbol(_)) { d(*f).0 } else { self.paren((d(*f).0, SUM), ATOM) };
                 (nabla.append(arg), PRODUCT)
+            }
+            // row i of a matrix as a column, X[i] in a sum over i: xᵢ
+            Node::Transpose(a) if self.sample(t, *a).is_some() => (txt(&self.sample(t, *a).unwrap()), ATOM),
+            Node::SumOver([i, n, b]) => {
+                let body = if matches!(t[*b], Node::Add(_) | Node::Sub(_)) { self.paren((d(*b).0, SUM), ATOM) } else { d(*b).0 };
+                match self.style {
+                    Style::Unicode => (txt(&format!("Σ{} ", index_sub(&t[*i].to_string()))).append(body), SUM),
+                    Style::Latex => (txt(&format!("\\sum_{{{}}} ", t[*i])).append(body), SUM),
+                    Style::Ascii => (txt(&format!("sum({} in {}, ", t[*i], t[*n])).append(d(*b).0).append(txt(")")), ATOM),
+                }
             }
             // 1ᵀI is the row of ones 𝟙ᵀ, and its transpose 𝟙
             Node::Transpose(a) if self.style != Style::Ascii && matches!(&t[*a], Node::Sum(e) if matches!(t[*e], Node::Eye(_))) => {
@@ -390,6 +435,17 @@ impl<'m> Printer<'m> {
                     }
                 }
             }
+            // an entry yᵢ, or a row xᵢᵀ, at a sum's index
+            Node::At([v, i]) if matches!(t[*i], Node::Symbol(_)) => match self.style {
+                Style::Ascii => {
+                    let row = self.sample(t, id).is_some();
+                    (p(*v, ATOM).append(txt(&format!("[{}]{}", t[*i], if row { "'" } else { "" }))), POSTFIX)
+                }
+                _ => match self.sample(t, id) {
+                    Some(x) => (txt(&x).append(txt(self.op("ᵀ", "'", "^{\\top}"))), POSTFIX),
+                    None => (txt(&self.indexed(&t[*v].to_string(), &t[*i].to_string(), false)), ATOM),
+                },
+            },
             Node::At([v, i]) => {
                 let k = match &t[*i] {
                     Node::Num(r) if r.is_integer() => r.numer().to_string(),

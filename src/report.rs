@@ -61,7 +61,18 @@ pub fn names(model: &Model, defs: &[Definition], style: Style) -> Vec<(RecExpr<N
             k += 1;
             raw = format!("{b}_{k}");
         }
-        out.push((d.term.clone(), name(&raw, style)));
+        // the mean at a sum's index i is pᵢ
+        let index = d.term.iter().find_map(|n| match n {
+            Node::Symbol(s) if model.indices.contains_key(s.as_str()) => Some(s.to_string()),
+            _ => None,
+        });
+        let shown = match (index, style) {
+            (None, _) => name(&raw, style),
+            (Some(i), Style::Latex) => format!("{}_{{{i}}}", name(&raw, style)),
+            (Some(i), Style::Ascii) => format!("{}_{i}", name(&raw, style)),
+            (Some(i), Style::Unicode) => format!("{}{}", name(&raw, style), crate::print::index_sub(&i)),
+        };
+        out.push((d.term.clone(), shown));
     }
     out
 }

@@ -135,6 +135,7 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("vec", [a]) => Node::Vec(*a),
         ("kron", [a, b]) => Node::Kron([*a, *b]),
         ("trace", [a]) => Node::Trace(*a),
+        ("sumover", [i, n, b]) => Node::SumOver([*i, *n, *b]),
         ("at", [v, i]) => Node::At([*v, *i]),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
         ("lgamma", [a]) => Node::Lgamma(*a),
@@ -182,6 +183,7 @@ fn to_pattern(e: &Expr, out: &mut PatternAst<Node>) -> Result<Id, (Span, String)
         ExprKind::Expect(..) | ExprKind::Density(..) | ExprKind::Kl(..) => {
             return Err((e.span, "write E(q, x, f) and logp(F, x, t) in rules".into()));
         }
+        ExprKind::SumOver(..) => return Err((e.span, "write sumover(i, n, f) in rules".into())),
     };
     Ok(out.add(ENodeOrVar::ENode(node)))
 }
@@ -334,6 +336,7 @@ fn var_span(e: &Expr, name: &str) -> Option<Span> {
         ExprKind::Call(_, args) => args.iter().find_map(|a| var_span(a, name)),
         ExprKind::Density(_, p) => p.as_ref().and_then(|p| var_span(p, name)),
         ExprKind::Kl(..) => None,
+        ExprKind::SumOver(_, _, _, _, b) => var_span(b, name),
     }
 }
 

@@ -39,6 +39,8 @@ pub enum ExprKind {
     Expect(String, Box<Expr>),
     /// `p(x | param)`; the parameter may be left out.
     Density(String, Option<Box<Expr>>),
+    /// `sum(i in n, body)`: Σ over i = 1..n (index, its span, dimension, its span, body)
+    SumOver(String, Span, String, Span, Box<Expr>),
     /// `KL(F(args) || F(args))`
     Kl((String, Span, Vec<Arg>), (String, Span, Vec<Arg>)),
 }
@@ -508,6 +510,28 @@ impl<'a> Src<'a> {
             };
             let Some(r) = r.strip_prefix(')') else { return self.unclosed(r, rest, "`)` after p(…") };
             return Ok((r, Expr { kind: ExprKind::Density(var.to_string(), param), span: self.span(i, r) }));
+        }
+        // sum(i in n, body): a sum over an index
+        if name == "sum" && rest.starts_with('(') {
+            let r = ws(&rest[1..], true);
+            if let Ok((r1, index)) = ident(r) {
+                let r2 = ws(r1, false);
+                if let Some(r2) = r2.strip_prefix("in").filter(|x| x.starts_with([' ', '\t', '\n'])) {
+                    let r3 = ws(r2, true);
+                    let Ok((r4, dim)) = ident(r3) else { return fail(r3, "expected a dimension after `in`, as in sum(i in n, …)") };
+                    let r5 = ws(r4, true);
+                    let Some(r5) = r5.strip_prefix(',') else { return fail(r5, "expected `,` and the summand, as in sum(i in n, f(X[i]))") };
+                    let (r6, body) = match self.expr(r5, true) {
+                        Ok(x) => x,
+                        Err(nom::Err::Error(_)) => return fail(ws(r5, true), "expected the summand after `,`"),
+                        Err(e) => return Err(e),
+                    };
+                    let r6 = ws(r6, true);
+                    let Some(r7) = r6.strip_prefix(')') else { return self.unclosed(r6, rest, "`)` after sum(…") };
+                    let kind = ExprKind::SumOver(index.to_string(), self.span(r, r1), dim.to_string(), self.span(r3, r4), Box::new(body));
+                    return Ok((r7, Expr { kind, span: self.span(i, r7) }));
+                }
+            }
         }
         if rest.starts_with('(') {
             let (r, args) = self.args(rest, ')')?;

@@ -188,3 +188,38 @@ fn least_squares_and_a_quadratic_form_by_the_calculus_rules_alone() {
     assert_mat(&DMatrix::from_column_slice(2, 1, vector(&result(&j, 1)["value"]).as_slice()), &DMatrix::from_column_slice(2, 1, g.as_slice()), 1e-12, "(M + Mᵀ)x");
     assert_mat(&mat(&result(&j, 2)["value"]), &(&m + m.transpose()), 1e-12, "M + Mᵀ");
 }
+
+#[test]
+fn softmax_regression_over_n_samples() {
+    let d = derive_text(include_str!("../examples/softmax_regression_samples.ef"));
+    let p = evolved::print::Printer { names: evolved::report::names(&d.model, &d.d.definitions, evolved::print::Style::Unicode), ..evolved::print::Printer::new(&d.model, evolved::print::Style::Unicode) };
+    let text = |o: usize| p.print(&d.d.results.iter().find(|r| r.order == o).unwrap().term);
+    assert_eq!(text(1), "Σᵢ (pᵢ − yᵢ) zᵢᵀ");
+    assert_eq!(text(2), "Σᵢ (zᵢ zᵢᵀ) ⊗ (diag(pᵢ) − pᵢ pᵢᵀ)");
+    assert!(d.check().passed);
+
+    let w = DMatrix::from_row_slice(3, 2, &[1.0, 0.0, 0.5, -1.0, 0.0, 2.0]);
+    let z = DMatrix::from_row_slice(4, 2, &[1.0, 2.0, 0.5, -1.0, 2.0, 0.0, -1.0, 1.0]);
+    let y = DMatrix::from_row_slice(4, 3, &[0.2, 0.3, 0.5, 1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.3, 0.3, 0.4]);
+    let at = "W=[[1,0],[0.5,-1],[0,2]]; Z=[[1,2],[0.5,-1],[2,0],[-1,1]]; Y=[[0.2,0.3,0.5],[1,0,0],[0,0.5,0.5],[0.3,0.3,0.4]]";
+    let j = json_at("examples/softmax_regression_samples.ef", at);
+    // (P − Y)ᵀZ and Σᵢ zᵢzᵢᵀ ⊗ (diag(pᵢ) − pᵢpᵢᵀ), computed here
+    let probs: Vec<DVector<f64>> = (0..4).map(|i| softmax(&(&w * z.row(i).transpose()))).collect();
+    let pm = DMatrix::from_fn(4, 3, |i, c| probs[i][c]);
+    let grad = (&pm - &y).transpose() * &z;
+    let mut hess = DMatrix::zeros(6, 6);
+    for (i, p) in probs.iter().enumerate() {
+        let zi = z.row(i).transpose();
+        hess += (&zi * zi.transpose()).kronecker(&(DMatrix::from_diagonal(p) - p * p.transpose()));
+    }
+    assert_mat(&mat(&result(&j, 1)["value"]), &grad, 1e-12, "(P − Y)ᵀZ");
+    assert_mat(&mat(&result(&j, 2)["value"]), &hess, 1e-12, "Σᵢ zᵢzᵢᵀ ⊗ (diag(pᵢ) − pᵢpᵢᵀ)");
+    let loss = |w: &DMatrix<f64>| (0..4).map(|i| {
+        let t = w * z.row(i).transpose();
+        logsumexp(&t) - y.row(i).transpose().dot(&t)
+    }).sum::<f64>();
+    assert!((result(&j, 0)["value"].as_f64().unwrap() - loss(&w)).abs() < 1e-12);
+    let (g, h) = differences(&w, &loss);
+    assert_mat(&mat(&result(&j, 1)["value"]), &g, 1e-8, "gradient vs central differences");
+    assert_mat(&mat(&result(&j, 2)["value"]), &h, 1e-6, "Hessian vs central differences over vec(W)");
+}
