@@ -404,7 +404,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut quantities: Vec<(RecExpr<Node>, Option<RecExpr<Node>>)> = vec![];
     for t in &derived {
         for (i, n) in t.iter().enumerate() {
-            let (Node::Mean([f, arg]) | Node::LogPart([f, arg])) = n else { continue };
+            let (Node::Mean([f, arg]) | Node::LogPart([f, arg]) | Node::Cov([f, arg])) = n else { continue };
             let sub = subterm(t, Id::from(i));
             if quantities.iter().any(|(q, _)| *q == sub) {
                 continue;
@@ -416,6 +416,13 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
                     .entry(fam.name.clone())
                     .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
                     .clone(),
+                // Cov[T] = ∂E[T]/∂η, from the closed-form mean (not for a vector of scalar members)
+                Node::Cov(_) if fam.param_shape.is_scalar() && !model.is_scalar_term(&subterm(t, *arg)) => continue,
+                Node::Cov(_) => means
+                    .entry(fam.name.clone())
+                    .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
+                    .clone()
+                    .and_then(|m| family_cov(model, fam, &m, &derive_rules, &foreign, limits)),
                 // a scalar family at a vector: the members' A summed
                 _ if fam.param_shape.is_scalar() && !model.is_scalar_term(&subterm(t, *arg)) => {
                     let mut a = fam.logpart.clone();
@@ -536,6 +543,20 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     }
     let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
+    let g = &phase.runner.egraph;
+    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
+    (cost.0 == 0).then_some(best)
+}
+
+/// Cov[T] = ∂E[T]/∂η from a closed-form E[T], where the rules give a closed form.
+fn family_cov(model: &Model, fam: &crate::model::Family, mean: &RecExpr<Node>, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
+    let mut facts = Facts::new(model);
+    facts.vars.insert(Symbol::from(fam.param.as_str()), (fam.param_shape, crate::model::Domain::Real));
+    for (k, shape, domain) in &fam.known {
+        facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
+    }
+    let jac = jacobian(mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
+    let phase = run_graph(Graph::new(facts), rules, &[jac], limits, None);
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)

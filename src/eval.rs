@@ -285,7 +285,7 @@ impl<'m> Evaluator<'m> {
     /// A(η) of a family, at η, in an environment that holds the model's values (known
     /// parameters of the family may be data). A scalar family at a vector η is a vector
     /// of independent members: its A is the sum.
-    fn logpart<S: Scalar>(&self, f: &Family, eta: Mat<S>, env: &Env<S>) -> Result<S, String> {
+    pub fn logpart<S: Scalar>(&self, f: &Family, eta: Mat<S>, env: &Env<S>) -> Result<S, String> {
         let mut env = env.clone();
         env.insert(Symbol::from(f.param.as_str()), eta);
         let a = self.eval(&f.logpart, &env)?;
@@ -302,7 +302,7 @@ impl<'m> Evaluator<'m> {
     }
 
     /// log p(x | η) = ηᵀT(x) + log h(x) − A(η), with A given.
-    fn log_density<S: Scalar>(&self, f: &Family, x: Mat<S>, eta: &Mat<S>, a: S, env: &Env<S>) -> Result<S, String> {
+    pub fn log_density<S: Scalar>(&self, f: &Family, x: Mat<S>, eta: &Mat<S>, a: S, env: &Env<S>) -> Result<S, String> {
         let (stat, logh) = self.stat_logh(f, x, env)?;
         if stat.len() != eta.len() {
             return Err(format!("T(x) of {} and its parameter differ in shape", f.name));

@@ -63,7 +63,7 @@ fn check_family(f: &Family, points: usize) -> usize {
 #[test]
 fn every_catalog_family_has_its_moments_three_ways() {
     let fams = evolved::catalog_families();
-    assert!(fams.len() >= 14, "{} families", fams.len());
+    assert!(fams.len() >= 28, "{} families", fams.len());
     for f in &fams {
         let third = check_family(f, 6);
         assert!(third > 0, "{}: no third way to its moments", f.name);
@@ -290,4 +290,51 @@ fn c10_gaussian_log_partition_in_natural_parameters() {
     let env = evolved::check::parse_point(&d.model, &pt).unwrap();
     let v = Evaluator::new(&d.model).eval(mean.explicit.as_ref().unwrap(), &env).unwrap();
     assert_close(&entries(&v), &flat(&e["log_partition_gradient (E[x], E[x^2])"]), "E[T] at η = (2, −1)");
+}
+
+#[test]
+fn multinomial_moments_by_summing_its_density_over_the_compositions_of_n() {
+    // the catalog's multinomial states E and Cov from textbooks; here they are also summed
+    // from the density over every count vector with total n (log h checks no total)
+    let fams = evolved::catalog_families();
+    let f = fams.iter().find(|f| f.name == "multinomial").expect("multinomial in the catalog");
+    let rules = evolved::default_rules();
+    let (mean, cov) = family_moments(f, &rules, &Limits::default()).unwrap();
+    let (mean, cov) = (mean.expect("E[T] derived"), cov.expect("Cov[T] derived"));
+    let model = family_model(f);
+    let ev = Evaluator::new(&model);
+    for (theta, n) in [(vec![0.3, -1.2, 0.8], 5usize), (vec![2.0, 0.0, -2.0, 0.5], 4)] {
+        let k = theta.len();
+        let mut env = Env::new();
+        env.insert(egg::Symbol::from(f.param.as_str()), Mat::from_column_slice(k, 1, &theta));
+        env.insert(egg::Symbol::from(f.known[0].0.as_str()), Mat::from_element(1, 1, n as f64));
+        let (m, c) = (ev.eval(&mean, &env).unwrap(), ev.eval(&cov, &env).unwrap());
+        // every x ∈ {0..n}^k with Σx = n
+        let (mut total, mut sm, mut sc) = (0.0, Mat::zeros(k, 1), Mat::zeros(k, k));
+        let mut x = vec![0usize; k];
+        loop {
+            if x.iter().sum::<usize>() == n {
+                let xm = Mat::from_fn(k, 1, |i, _| x[i] as f64);
+                let lp = ev.log_density(f, xm.clone(), &env[&egg::Symbol::from(f.param.as_str())], ev.logpart(f, env[&egg::Symbol::from(f.param.as_str())].clone(), &env).unwrap(), &env).unwrap();
+                let p = lp.exp();
+                total += p;
+                sm += &xm * p;
+                sc += &xm * xm.transpose() * p;
+            }
+            // next vector in {0..n}^k
+            let mut i = 0;
+            while i < k && x[i] == n {
+                x[i] = 0;
+                i += 1;
+            }
+            if i == k {
+                break;
+            }
+            x[i] += 1;
+        }
+        let sc = sc - &sm * sm.transpose();
+        assert!((total - 1.0).abs() < 1e-12, "the density sums to {total}");
+        assert!(rel(&m, &sm) < 1e-12, "E[T] {m} vs the sum {sm}");
+        assert!(rel(&c, &sc) < 1e-12, "Cov[T] {c} vs the sum {sc}");
+    }
 }
