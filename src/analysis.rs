@@ -141,8 +141,9 @@ impl Analysis<Node> for Facts {
                     _ => free.extend(get(v).free.iter().copied()),
                 }
             }
-            // the identity depends on its argument's size only
+            // the identity depends on its argument's size only, and so does log Γ_p on its second
             Node::Eye(_) | Node::Ones(_) => {}
+            Node::Lmvgamma([a, _]) => free.extend(get(a).free.iter().copied()),
             // ∂f/∂x depends on what f depends on
             Node::Jac([f, _]) => free.extend(get(f).free.iter().copied()),
             // a sum depends on what its summand does, except its index

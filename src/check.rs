@@ -450,7 +450,11 @@ pub fn family_point(f: &crate::model::Family, n: usize, rng: &mut ChaCha8Rng) ->
             }
             Evaluator::new(&Model::default()).eval(&u.eta, &e)?
         }
-        None => sample(rng, n, 1, f.param_domain),
+        None => {
+            let Shape::Mat(r, c) = f.param_shape else { unreachable!() };
+            let size = |d: Dim| if d == Dim::One { 1 } else { n };
+            sample(rng, size(r), size(c), f.param_domain)
+        }
     };
     Ok((eta, env))
 }

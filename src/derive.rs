@@ -535,28 +535,29 @@ fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<
 }
 
 fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
-    let eta = Symbol::from(fam.param.as_str());
+    let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
+    let phase = run_graph(Graph::new(family_facts(model, fam)), rules, &[t], limits, None);
+    let g = &phase.runner.egraph;
+    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
+    // for a matrix η, E[T] has η's shape: vec(M) is M
+    let best = if fam.param_shape.is_matrix() { unvec(&best).unwrap_or(best) } else { best };
+    (cost.0 == 0).then_some(best)
+}
+
+/// The model's facts with the family's own parameter and known parameters as variables.
+fn family_facts(model: &Model, fam: &crate::model::Family) -> Facts {
     let mut facts = Facts::new(model);
-    facts.vars.insert(eta, (fam.param_shape, crate::model::Domain::Real));
+    facts.vars.insert(Symbol::from(fam.param.as_str()), (fam.param_shape, fam.param_domain));
     for (k, shape, domain) in &fam.known {
         facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
     }
-    let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
-    let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
-    let g = &phase.runner.egraph;
-    let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
-    (cost.0 == 0).then_some(best)
+    facts
 }
 
 /// Cov[T] = ∂E[T]/∂η from a closed-form E[T], where the rules give a closed form.
 fn family_cov(model: &Model, fam: &crate::model::Family, mean: &RecExpr<Node>, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
-    let mut facts = Facts::new(model);
-    facts.vars.insert(Symbol::from(fam.param.as_str()), (fam.param_shape, crate::model::Domain::Real));
-    for (k, shape, domain) in &fam.known {
-        facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
-    }
     let jac = jacobian(mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
-    let phase = run_graph(Graph::new(facts), rules, &[jac], limits, None);
+    let phase = run_graph(Graph::new(family_facts(model, fam)), rules, &[jac], limits, None);
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
@@ -575,11 +576,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     all.extend(family_rules(&model));
     let rewrites = all.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
     let Some(mean) = derive_family_mean(&model, &fam, &rewrites, &[], limits) else { return Ok((None, None)) };
-    let mut facts = Facts::new(&model);
-    facts.vars.insert(Symbol::from(fam.param.as_str()), (fam.param_shape, crate::model::Domain::Real));
-    for (k, shape, domain) in &fam.known {
-        facts.vars.insert(Symbol::from(k.as_str()), (*shape, *domain));
-    }
+    let facts = family_facts(&model, &fam);
     let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
     let g = &phase.runner.egraph;
@@ -598,20 +595,51 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
 
 /// The gradient of a scalar term: D(term, x)ᵀ; for a vector of a small fixed length n
 /// (R², R³, R⁴) entry by entry, [∂term/∂x₁, …, ∂term/∂xₙ], so the rules do scalar calculus.
-/// G for vec(G), and Σᵢ G for Σᵢ vec(G): a gradient in a matrix, in the matrix's shape.
+/// G for vec(G), through sums, scalar factors and signs (Σᵢ vec(Gᵢ), c vec(G), vec(G) −
+/// vec(H)): a gradient in a matrix, or a matrix family's E[T], in the matrix's shape.
 fn unvec(t: &RecExpr<Node>) -> Option<RecExpr<Node>> {
-    match &t[Id::from(t.as_ref().len() - 1)] {
-        Node::Vec(g) => Some(subterm(t, *g)),
-        Node::SumOver([i, n, b]) => {
-            let Node::Vec(g) = &t[*b] else { return None };
-            let mut out = subterm(t, *g);
-            let g = Id::from(out.as_ref().len() - 1);
-            let (i, n) = (out.add(t[*i].clone()), out.add(t[*n].clone()));
-            out.add(Node::SumOver([i, n, g]));
-            Some(out)
-        }
-        _ => None,
+    fn go(t: &RecExpr<Node>, id: Id, out: &mut RecExpr<Node>) -> Option<Id> {
+        let copy = |c: Id, out: &mut RecExpr<Node>| -> Id {
+            let sub = subterm(t, c);
+            let base = out.as_ref().len();
+            for n in sub.iter() {
+                out.add(n.clone().map_children(|k| Id::from(usize::from(k) + base)));
+            }
+            Id::from(out.as_ref().len() - 1)
+        };
+        // a number or a symbol is a scalar factor here (vec(G) is never a lone name)
+        let scalar = |c: Id| matches!(t[c], Node::Num(_) | Node::Symbol(_) | Node::Div(_) | Node::Neg(_)) && go(t, c, &mut RecExpr::default()).is_none();
+        Some(match &t[id] {
+            Node::Vec(g) => copy(*g, out),
+            Node::SumOver([i, n, b]) => {
+                let b = go(t, *b, out)?;
+                let (i, n) = (copy(*i, out), copy(*n, out));
+                out.add(Node::SumOver([i, n, b]))
+            }
+            Node::Neg(a) => {
+                let a = go(t, *a, out)?;
+                out.add(Node::Neg(a))
+            }
+            Node::Mul([c, a]) if scalar(*c) => {
+                let a = go(t, *a, out)?;
+                let c = copy(*c, out);
+                out.add(Node::Mul([c, a]))
+            }
+            Node::Div([a, c]) if scalar(*c) => {
+                let a = go(t, *a, out)?;
+                let c = copy(*c, out);
+                out.add(Node::Div([a, c]))
+            }
+            Node::Add([a, b]) | Node::Sub([a, b]) => {
+                let (a, b) = (go(t, *a, out)?, go(t, *b, out)?);
+                out.add(if matches!(t[id], Node::Add(_)) { Node::Add([a, b]) } else { Node::Sub([a, b]) })
+            }
+            _ => return None,
+        })
     }
+    let mut out = RecExpr::default();
+    go(t, Id::from(t.as_ref().len() - 1), &mut out)?;
+    Some(out)
 }
 
 pub(crate) fn gradient(term: &RecExpr<Node>, x: &str, len: Option<usize>) -> RecExpr<Node> {

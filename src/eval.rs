@@ -458,16 +458,21 @@ impl<'m> Evaluator<'m> {
     }
 
     /// E[T] and Cov[T] at η: the gradient and Hessian of A by hyper-dual numbers.
+    /// For a matrix η, E[T] has η's shape and Cov[T] is over vec(η), entry by entry.
     pub fn moments(&self, f: &Family, eta: &Mat<f64>, env: &Env<f64>) -> Result<(Mat<f64>, Mat<f64>), String> {
-        let n = eta.nrows();
+        let (rows, cols) = eta.shape();
+        let n = eta.len();
         let lifted: Env<HyperDual64> = env.iter().map(|(k, v)| (*k, v.map(HyperDual64::from))).collect();
-        let mut g = Mat::zeros(n, 1);
+        let mut g = Mat::zeros(rows, cols);
         let mut h = Mat::zeros(n, n);
         for i in 0..n {
             for j in i..n {
-                let e = Mat::from_fn(n, 1, |r, _| HyperDual64::new(eta[(r, 0)], (r == i) as u8 as f64, (r == j) as u8 as f64, 0.0));
+                let e = Mat::from_fn(rows, cols, |r, c| {
+                    let k = r + c * rows;
+                    HyperDual64::new(eta[k], (k == i) as u8 as f64, (k == j) as u8 as f64, 0.0)
+                });
                 let a = self.logpart(f, e, &lifted)?;
-                g[(i, 0)] = a.eps1;
+                g[i] = a.eps1;
                 h[(i, j)] = a.eps1eps2;
                 h[(j, i)] = a.eps1eps2;
             }
@@ -595,6 +600,12 @@ impl<'m> Evaluator<'m> {
             Node::Log(a) => self.log(t, *a, env)?,
             Node::Sigmoid(a) => ev(*a)?.map(sigmoid),
             Node::Lgamma(a) => ev(*a)?.map(|x| x.lgamma()),
+            Node::Lmvgamma([a, m]) => {
+                // log Γ_p(a) = p(p − 1)/4 log π + Σⱼ log Γ(a + (1 − j)/2)
+                let (a, p) = (ev(*a)?[(0, 0)], ev(*m)?.nrows());
+                let c = (p * (p.saturating_sub(1))) as f64 / 4.0 * std::f64::consts::PI.ln();
+                scalar((1..=p).fold(S::of(c), |acc, j| acc + (a + S::of((1.0 - j as f64) / 2.0)).lgamma()))
+            }
             Node::Polygamma([n, a]) => {
                 let order = ev(*n)?;
                 let k = order[(0, 0)].re();
@@ -728,8 +739,9 @@ impl<'m> Evaluator<'m> {
                                 return Ok(Mat::zeros(v.nrows(), v.ncols()));
                             }
                             if which == 0 {
-                                // ∂E[T]/∂η = Cov[T], exactly
-                                return Ok(self.moments(fam, &e0, &real)?.1 * d);
+                                // ∂E[T]/∂η = Cov[T], exactly (over vec(η) for a matrix η)
+                                let dv = self.moments(fam, &e0, &real)?.1 * Mat::from_column_slice(d.len(), 1, d.as_slice());
+                                return Ok(Mat::from_column_slice(d.nrows(), d.ncols(), dv.as_slice()));
                             }
                             let h = 1e-5 * e0.iter().fold(1.0f64, |m, x| m.max(x.abs())) / d.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
                             Ok((at(&(&e0 + d * h))? - at(&(&e0 - d * h))?) / (2.0 * h))
@@ -743,7 +755,8 @@ impl<'m> Evaluator<'m> {
                             let shifted = |s: f64| -> Result<Mat<f64>, String> {
                                 let e = &e0 + &e2 * s;
                                 if which == 0 {
-                                    Ok(self.moments(fam, &e, &real)?.1 * &e1)
+                                    let dv = self.moments(fam, &e, &real)?.1 * Mat::from_column_slice(e1.len(), 1, e1.as_slice());
+                                    Ok(Mat::from_column_slice(e1.nrows(), e1.ncols(), dv.as_slice()))
                                 } else {
                                     let h1 = 1e-5 * e.iter().fold(1.0f64, |m, x| m.max(x.abs())) / e1.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
                                     Ok((at(&(&e + &e1 * h1))? - at(&(&e - &e1 * h1))?) / (2.0 * h1))

@@ -32,6 +32,8 @@ define_language! {
         "softmax" = Softmax(Id),
         "logsumexp" = LogSumExp(Id),
         "lgamma" = Lgamma(Id),
+        // lmvgamma a m: the multivariate log-gamma log Γ_p(a), p the size of the square m
+        "lmvgamma" = Lmvgamma([Id; 2]),
         // polygamma n a: the n-th derivative of the digamma function ψ (n a constant)
         "polygamma" = Polygamma([Id; 2]),
         "log1p" = Log1p(Id),
@@ -248,6 +250,16 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
             mat(0)?;
             Ok(kids[0])
         }
+        Lmvgamma(_) => {
+            if !kids[0].is_scalar() {
+                return Err(why("log Γ_p takes a scalar, got {0}", Some(kids[0]), None));
+            }
+            let (r, c) = mat(1)?;
+            if r != c {
+                return Err(why("log Γ_p takes its dimension from a square matrix, got {0}", Some(kids[1]), None));
+            }
+            Ok(SCALAR)
+        }
         Polygamma(_) => {
             if !kids[0].is_scalar() {
                 return Err(why("the order of polygamma must be a scalar, got {0}", Some(kids[0]), None));
@@ -354,31 +366,34 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
             mat(2)?;
             Ok(kids[2])
         }
+        // a natural parameter is a vector, or a matrix η with ⟨η, T⟩ = vec(η)ᵀvec(T)
         LogP(_) => {
             family(0)?;
             mat(1)?;
-            column(2, "a family parameter")?;
+            mat(2)?;
             Ok(SCALAR)
         }
         LogPart(_) => {
             family(0)?;
-            column(1, "a family parameter")?;
+            mat(1)?;
             Ok(SCALAR)
         }
         // Natural parameter and sufficient statistic have the same shape.
         Mean(_) => {
             family(0)?;
-            Ok(Shape::vector(column(1, "a family parameter")?))
+            mat(1)?;
+            Ok(kids[1])
         }
+        // the covariance of vec(T)
         Cov(_) | Second(_) => {
             family(0)?;
-            let n = column(1, "a family parameter")?;
+            let (r, c) = mat(1)?;
+            let n = r.times(c);
             Ok(Shape::Mat(n, n))
         }
         Kl(_) => {
             family(0)?;
-            let (a, b) = (column(1, "a family parameter")?, column(2, "a family parameter")?);
-            if a != b {
+            if mat(1)? != mat(2)? {
                 return Err(why("KL between parameters of different shapes: {0} and {1}", Some(kids[1]), Some(kids[2])));
             }
             Ok(SCALAR)

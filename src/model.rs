@@ -248,7 +248,7 @@ struct Builder<'s, 'm> {
 const ALLOWED_IN_MODELS: &[&str] = &[
     "dot", "outer", "sum", "diag", "exp", "log", "sigmoid", "softmax", "logsumexp", "transpose", "lgamma", "digamma", "trigamma",
     "polygamma", "log1p", "expm1", "sqrt", "abs", "sign", "step", "ones", "vec", "at", "cos", "sin", "inv", "logdet",
-    "besseli0", "besseli1", "kron", "trace",
+    "besseli0", "besseli1", "kron", "trace", "lmvgamma", "eye",
 ];
 
 impl<'s, 'm> Builder<'s, 'm> {
@@ -455,7 +455,7 @@ impl<'s, 'm> Builder<'s, 'm> {
         if !ALLOWED_IN_MODELS.contains(&f) && f != "stack" {
             return Err(err(span, format!("unknown function `{f}`; known: {}", ALLOWED_IN_MODELS.join(", "))));
         }
-        let arity = if matches!(f, "dot" | "outer" | "polygamma" | "at" | "kron") { 2 } else if f == "stack" { args.len().clamp(1, 16) } else { 1 };
+        let arity = if matches!(f, "dot" | "outer" | "polygamma" | "at" | "kron" | "lmvgamma") { 2 } else if f == "stack" { args.len().clamp(1, 16) } else { 1 };
         if args.len() != arity {
             return Err(err(span, format!("`{f}` takes {arity} argument{}, got {}", if arity == 1 { "" } else { "s" }, args.len())));
         }
@@ -471,6 +471,7 @@ impl<'s, 'm> Builder<'s, 'm> {
             "softmax" => Node::Softmax(ids[0]),
             "logsumexp" => Node::LogSumExp(ids[0]),
             "lgamma" => Node::Lgamma(ids[0]),
+            "lmvgamma" => Node::Lmvgamma([ids[0], ids[1]]),
             "digamma" | "trigamma" => {
                 let n = self.add(Node::Num((if f == "digamma" { 0 } else { 1 }).into()), span)?;
                 Node::Polygamma([n, ids[0]])
@@ -497,6 +498,7 @@ impl<'s, 'm> Builder<'s, 'm> {
             "vec" => Node::Vec(ids[0]),
             "kron" => Node::Kron([ids[0], ids[1]]),
             "trace" => Node::Trace(ids[0]),
+            "eye" => Node::Eye(ids[0]),
             "stack" => {
                 // [[a, b], [c, d]] is a matrix with those rows
                 let mut items = ids.clone();
@@ -960,8 +962,9 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         f.param_type.dims.iter().chain(&f.var_type.dims).map(|(d, _)| d.clone()).filter(|d| d != "1").collect();
     let (param_shape, param_domain) = type_shape(&f.param_type, &dims)?;
     let (var_shape, support) = type_shape(&f.var_type, &dims)?;
-    if !matches!(param_domain, Domain::Real | Domain::Negative | Domain::Positive) || !param_shape.is_column() {
-        return Err(err(f.param_type.span, "a natural parameter must be real, R or R^k (or negative or positive): a scalar or a vector"));
+    let square_spd = param_domain == Domain::Spd && matches!(param_shape, Shape::Mat(r, c) if r == c);
+    if !(matches!(param_domain, Domain::Real | Domain::Negative | Domain::Positive) && param_shape.is_column()) && !square_spd {
+        return Err(err(f.param_type.span, "a natural parameter must be real, R or R^k (or negative or positive): a scalar or a vector; or a symmetric matrix, spd^(k,k)"));
     }
     let mut known = vec![];
     for (k, t) in &f.known {
@@ -1016,7 +1019,8 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
             }
             "E" | "Cov" => {
                 let (t, s) = build(&local(&f.param, param_shape), e)?;
-                let n = param_shape.rows().unwrap();
+                // Cov is over vec(η): n×n with n the number of η's entries
+                let n = param_shape.len().unwrap();
                 let want = if key == "E" { param_shape } else { Shape::Mat(n, n) };
                 if s != want && !s.is_scalar() {
                     return Err(err(e.span, format!("`{key} = …` must be {want}, got {s}")));

@@ -338,6 +338,12 @@ impl<'m> Printer<'m> {
             Node::Softmax(a) => self.call("softmax", d(*a).0),
             Node::LogSumExp(a) => self.call("logsumexp", d(*a).0),
             Node::Lgamma(a) => self.call("lgamma", d(*a).0),
+            Node::Lmvgamma([a, m]) => match self.style {
+                Style::Ascii => (txt("lmvgamma(").append(d(*a).0).append(txt(", ")).append(d(*m).0).append(txt(")")), ATOM),
+                // the dimension is m's size: p
+                Style::Unicode => (txt("log Γₚ(").append(d(*a).0).append(txt(")")), ATOM),
+                Style::Latex => (txt("\\log\\Gamma_{p}\\left(").append(d(*a).0).append(txt("\\right)")), ATOM),
+            },
             Node::Log1p(a) => self.call("log1p", d(*a).0),
             Node::Expm1(a) => self.call("expm1", d(*a).0),
             Node::Sign(a) => self.call("sign", d(*a).0),

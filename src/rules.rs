@@ -139,6 +139,7 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("at", [v, i]) => Node::At([*v, *i]),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),
         ("lgamma", [a]) => Node::Lgamma(*a),
+        ("lmvgamma", [a, m]) => Node::Lmvgamma([*a, *m]),
         ("polygamma", [n, a]) => Node::Polygamma([*n, *a]),
         ("log1p", [a]) => Node::Log1p(*a),
         ("expm1", [a]) => Node::Expm1(*a),
@@ -498,7 +499,13 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             let mut rhs = PatternAst::default();
             let stat = splice(&mut rhs, &instantiate(&f.stat, &f.var, x));
             let tid = rhs.add(ENodeOrVar::Var(t));
-            let dot = rhs.add(ENodeOrVar::ENode(Node::Dot([tid, stat])));
+            // a matrix parameter pairs with T(x) through vec(η)ᵀvec(T)
+            let dot = if f.param_shape.is_matrix() {
+                let (vt, vs) = (rhs.add(ENodeOrVar::ENode(Node::Vec(tid))), rhs.add(ENodeOrVar::ENode(Node::Vec(stat))));
+                rhs.add(ENodeOrVar::ENode(Node::Dot([vt, vs])))
+            } else {
+                rhs.add(ENodeOrVar::ENode(Node::Dot([tid, stat])))
+            };
             let h = splice(&mut rhs, &wrap(instantiate(&f.logh, &f.var, x)));
             let sum = rhs.add(ENodeOrVar::ENode(Node::Add([dot, h])));
             let a = splice(&mut rhs, &a_node);
@@ -592,6 +599,7 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
             let want = egraph.analysis.families.get(fam).map(|(s, _)| *s);
             match (data(t).shape, want) {
                 (Some(s), Some(w)) if *each => s.is_column() && !s.is_scalar() && w.is_scalar(),
+                (Some(s), Some(w)) if w.is_matrix() => s.is_matrix(),
                 (Some(s), Some(w)) => s.is_column() && (s.is_scalar() == w.is_scalar()),
                 _ => false,
             }
