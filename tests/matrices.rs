@@ -129,6 +129,12 @@ fn gaussian_nll_in_the_precision_matrix() {
     let got = mat(&result(&j, 1)["value"]).component_mul(&e).sum();
     assert!((got - first).abs() < 1e-8, "⟨∇J, E⟩ = {got}, differences {first}");
     assert!(j["conventions"][0].as_str().unwrap().contains("symmetric directions"));
+    // in μ: Λ(μ − x) and Λ
+    let by = |q: &str| j["results"].as_array().unwrap().iter().find(|r| r["quantity"] == q).unwrap().clone();
+    assert_eq!(by("grad J wrt mu")["text"], "Λ (μ − x)");
+    let g = &lam * (&mu - &x);
+    assert_mat(&DMatrix::from_column_slice(3, 1, vector(&by("grad J wrt mu")["value"]).as_slice()), &DMatrix::from_column_slice(3, 1, g.as_slice()), 1e-12, "Λ(μ − x)");
+    assert_mat(&mat(&by("hess J wrt mu")["value"]), &lam, 1e-12, "Λ");
 }
 
 #[test]
