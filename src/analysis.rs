@@ -29,7 +29,7 @@ pub struct Data {
 #[derive(Default, Clone)]
 pub struct Facts {
     pub vars: HashMap<Symbol, (Shape, Domain)>,
-    /// dimensions sums run over (numbers in terms)
+    /// named dimensions: numbers (their sizes) in terms
     pub dims: BTreeSet<Symbol>,
     /// family name → (parameter shape, is T(x) = x with one-hot or binary x)
     pub families: HashMap<Symbol, (Shape, bool)>,
@@ -49,7 +49,7 @@ impl Facts {
                 // a sum's index is a whole number
                 .chain(model.indices.keys().map(|i| (Symbol::from(i.as_str()), (crate::lang::SCALAR, Domain::Count))))
                 .collect(),
-            dims: model.indices.values().map(|d| Symbol::from(d.as_str())).collect(),
+            dims: model.dims.iter().filter(|d| d.parse::<usize>().is_err()).map(|d| Symbol::from(d.as_str())).collect(),
             families: model.families.iter().map(|f| (Symbol::from(f.name.as_str()), (f.param_shape, f.is_indicator()))).collect(),
             ..Default::default()
         }
@@ -138,7 +138,8 @@ impl Analysis<Node> for Facts {
                     (Some(s), Some(k)) if k.is_integer() && *k.numer() >= 1 => {
                         free.insert(crate::lang::component(s, *k.numer() as usize));
                     }
-                    _ => free.extend(get(v).free.iter().copied()),
+                    // at an index: the variable and the index (a sum's)
+                    _ => free.extend(get(v).free.iter().chain(get(i).free.iter()).copied()),
                 }
             }
             // the identity depends on its argument's size only, and so does log Γ_p on its second

@@ -136,6 +136,9 @@ pub fn symmetric_part(m: &Mat<f64>, n: usize, order: usize) -> Mat<f64> {
 /// Largest number of entries of a differentiated variable the dense check handles.
 pub const MAX_CHECKED_ENTRIES: usize = 400;
 
+/// Largest number of entries of any variable the check samples (8 MB of numbers).
+pub const MAX_HELD_ENTRIES: usize = 1_000_000;
+
 fn dim_size(d: Dim, sizes: &BTreeMap<String, usize>) -> usize {
     match d {
         Dim::One => 1,
@@ -177,14 +180,40 @@ fn sample(rng: &mut ChaCha8Rng, rows: usize, cols: usize, domain: Domain) -> Mat
 
 /// A random point: sizes for the dimensions and values for every variable.
 pub fn random_point(model: &Model, rng: &mut ChaCha8Rng, opts: &CheckOptions) -> (BTreeMap<String, usize>, Env<f64>) {
-    let sizes: BTreeMap<String, usize> =
-        model.dims.iter().map(|d| (d.clone(), d.parse().unwrap_or_else(|_| rng.random_range(opts.sizes.0..=opts.sizes.1)))).collect();
+    let sizes = random_sizes(model, rng, opts);
+    let env = sample_at(model, rng, &sizes);
+    (sizes, env)
+}
+
+/// Sizes for the named dimensions (a number names a fixed size).
+fn random_sizes(model: &Model, rng: &mut ChaCha8Rng, opts: &CheckOptions) -> BTreeMap<String, usize> {
+    model.dims.iter().map(|d| (d.clone(), d.parse().unwrap_or_else(|_| rng.random_range(opts.sizes.0..=opts.sizes.1)))).collect()
+}
+
+/// The first variable too large to check at these sizes: a parameter with more entries than
+/// the dense check handles, or any variable too large to hold.
+fn too_large(model: &Model, sizes: &BTreeMap<String, usize>) -> Option<String> {
+    model.vars.values().find_map(|v| {
+        let Shape::Mat(r, c) = v.shape else { return None };
+        let n = dim_size(r, sizes).saturating_mul(dim_size(c, sizes));
+        if v.role == Role::Param && n > MAX_CHECKED_ENTRIES {
+            Some(format!("`{}` has {n} entries; the dense check handles up to {MAX_CHECKED_ENTRIES} (use a named dimension)", v.name))
+        } else if n > MAX_HELD_ENTRIES {
+            Some(format!("`{}` has {n} entries; the check holds variables of up to {MAX_HELD_ENTRIES}", v.name))
+        } else {
+            None
+        }
+    })
+}
+
+/// Values for every variable at these sizes.
+fn sample_at(model: &Model, rng: &mut ChaCha8Rng, sizes: &BTreeMap<String, usize>) -> Env<f64> {
     let mut env = Env::new();
     for v in model.vars.values() {
         let Shape::Mat(r, c) = v.shape else { continue };
-        env.insert(Symbol::from(v.name.as_str()), sample(rng, dim_size(r, &sizes), dim_size(c, &sizes), v.domain));
+        env.insert(Symbol::from(v.name.as_str()), sample(rng, dim_size(r, sizes), dim_size(c, sizes), v.domain));
     }
-    (sizes, env)
+    env
 }
 
 /// Value, gradient and Hessian of a loss in one parameter, by hyper-dual numbers.
@@ -270,7 +299,14 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         .collect();
     // index forms, compared like the results they are read from
     let index_forms: Vec<(usize, Result<crate::index::IExpr, String>)> = if opts.index {
-        d.results.iter().enumerate().filter(|(_, r)| r.order > 0).map(|(i, r)| (i, crate::index::index_form(model, &r.term, &[], &|_| String::new()))).collect()
+        // a result with no index form is said so in the output, not failed here
+        d.results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.order > 0)
+            .map(|(i, r)| (i, crate::index::result_form(model, r, &[], &|_| String::new())))
+            .filter(|(_, f)| f.is_ok())
+            .collect()
     } else {
         vec![]
     };
@@ -295,15 +331,17 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         c.max_rel_error = f64::INFINITY;
     };
     for _ in 0..opts.points {
-        let (sz, env) = random_point(model, &mut rng, opts);
+        // sizes first: a variable too large is not sampled at all
+        let sz = random_sizes(model, &mut rng, opts);
+        if let Some(why) = too_large(model, &sz) {
+            skipped_large = Some(why);
+            break;
+        }
+        let env = sample_at(model, &mut rng, &sz);
         for (k, v) in sz {
             let e = sizes.entry(k).or_insert((v, v));
             e.0 = e.0.min(v);
             e.1 = e.1.max(v);
-        }
-        if let Some((name, n)) = model.vars.values().filter(|v| v.role == Role::Param).map(|v| (v.name.clone(), env[&Symbol::from(v.name.as_str())].len())).find(|(_, n)| *n > MAX_CHECKED_ENTRIES) {
-            skipped_large = Some(format!("`{name}` has {n} entries; the dense check handles up to {MAX_CHECKED_ENTRIES} (use a named dimension)"));
-            break;
         }
         // Points where the loss itself is not finite are outside its domain: skip them.
         if model.losses.iter().any(|(_, l)| ev.eval(l, &env).map_or(true, |v| v.iter().any(|x| !x.is_finite()))) {

@@ -113,8 +113,12 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             Node::Mean(_) | Node::LogPart(_) if self.explicit_only => bad = 1,
             Node::Cov(_) | Node::Second(_) if self.explicit_only => bad = 1,
             Node::Cov(_) | Node::Second(_) => family = 1,
-            // E[T] reads better than an equal A (Poisson: A = e^η = E[x])
+            // E[T] reads better than an equal A (Poisson: A = e^η = E[x]); a Kronecker
+            // product is written only where no product of matrices says the same
             Node::LogPart(_) => size = 2,
+            Node::Kron(_) => size = 4,
+            // a / 2 reads better than (1/2) a
+            Node::Mul([a, b]) if [a, b].iter().any(|c| self.egraph[**c].data.constant.is_some_and(|r| !r.is_integer())) => size = 2,
             Node::Exp(_) | Node::Log(_) | Node::Softmax(_) | Node::Sigmoid(_) | Node::LogSumExp(_) => family = 1,
             _ => {}
         }
@@ -224,7 +228,7 @@ fn stop_text(runner: &Runner<Node, Facts>) -> (String, bool) {
     let mut top: Vec<(String, usize)> = applied.into_iter().collect();
     top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let top: Vec<String> = top.iter().take(3).map(|(n, k)| format!("{n} ×{k}")).collect();
-    let far = format!(" after {} iterations, {} e-nodes (most applied: {})", runner.iterations.len(), runner.egraph.total_number_of_nodes(), top.join(", "));
+    let far = format!(" after {} iterations, {} e-nodes left (most applied: {})", runner.iterations.len(), runner.egraph.total_number_of_nodes(), top.join(", "));
     let text = match text.split_once(';') {
         Some((what, hint)) => format!("{what}{far};{hint}"),
         None => text + &far,
@@ -236,7 +240,7 @@ fn stop_reason(r: &Option<StopReason>) -> (String, bool) {
     match r {
         Some(StopReason::Saturated) => ("saturated".to_string(), true),
         Some(StopReason::IterationLimit(n)) => (format!("stopped at the iteration limit ({n}); raise EVOLVED_ITERS"), false),
-        Some(StopReason::NodeLimit(n)) => (format!("stopped at the node limit ({n}); raise EVOLVED_NODES"), false),
+        Some(StopReason::NodeLimit(n)) => (format!("stopped when the e-graph grew past the node limit (to {n} e-nodes); raise EVOLVED_NODES"), false),
         Some(StopReason::TimeLimit(t)) => (format!("stopped at the time limit ({t:.1} s); raise EVOLVED_SECONDS"), false),
         Some(StopReason::Other(s)) => (s.clone(), false),
         None => ("not run".to_string(), false),
@@ -457,7 +461,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         // the gradient in a matrix W is shaped like W: vec(G) is written G (the trail ends
         // at vec(G), where the rewriting did)
         let term = match wrt {
-            Some(w) if *ord == 1 && model.vars[w].shape.is_matrix() => unvec(&term).unwrap_or(term),
+            Some(w) if *ord == 1 && model.vars[w].shape.is_matrix() => unvec(model, &term).unwrap_or(term),
             _ => term,
         };
         let complete = !contains(&term, |n| matches!(n, Node::Jac(_)));
@@ -540,8 +544,19 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     let g = &phase.runner.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     // for a matrix η, E[T] has η's shape: vec(M) is M
-    let best = if fam.param_shape.is_matrix() { unvec(&best).unwrap_or(best) } else { best };
+    let best = if fam.param_shape.is_matrix() { unvec(&family_model_of(model, fam), &best).unwrap_or(best) } else { best };
     (cost.0 == 0).then_some(best)
+}
+
+/// The model with the family's own parameter and known parameters as variables (for shapes).
+fn family_model_of(model: &Model, fam: &crate::model::Family) -> Model {
+    let mut m = model.clone();
+    let var = |n: &str, shape, domain| crate::model::Var { name: n.to_string(), shape, domain, role: crate::model::Role::Data, family: None };
+    m.vars.insert(fam.param.clone(), var(&fam.param, fam.param_shape, fam.param_domain));
+    for (k, shape, domain) in &fam.known {
+        m.vars.insert(k.clone(), var(k, *shape, *domain));
+    }
+    m
 }
 
 /// The model's facts with the family's own parameter and known parameters as variables.
@@ -597,8 +612,10 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
 /// (R², R³, R⁴) entry by entry, [∂term/∂x₁, …, ∂term/∂xₙ], so the rules do scalar calculus.
 /// G for vec(G), through sums, scalar factors and signs (Σᵢ vec(Gᵢ), c vec(G), vec(G) −
 /// vec(H)): a gradient in a matrix, or a matrix family's E[T], in the matrix's shape.
-fn unvec(t: &RecExpr<Node>) -> Option<RecExpr<Node>> {
-    fn go(t: &RecExpr<Node>, id: Id, out: &mut RecExpr<Node>) -> Option<Id> {
+fn unvec(model: &Model, t: &RecExpr<Node>) -> Option<RecExpr<Node>> {
+    let shapes = crate::lang::term_shapes(t, &|s| model.symbol_shape(s).or_else(|| Some(crate::lang::SCALAR))).ok()?;
+    let scalar = |c: Id| shapes[usize::from(c)].is_scalar();
+    fn go(t: &RecExpr<Node>, id: Id, out: &mut RecExpr<Node>, scalar: &dyn Fn(Id) -> bool) -> Option<Id> {
         let copy = |c: Id, out: &mut RecExpr<Node>| -> Id {
             let sub = subterm(t, c);
             let base = out.as_ref().len();
@@ -607,38 +624,41 @@ fn unvec(t: &RecExpr<Node>) -> Option<RecExpr<Node>> {
             }
             Id::from(out.as_ref().len() - 1)
         };
-        // a number or a symbol is a scalar factor here (vec(G) is never a lone name)
-        let scalar = |c: Id| matches!(t[c], Node::Num(_) | Node::Symbol(_) | Node::Div(_) | Node::Neg(_)) && go(t, c, &mut RecExpr::default()).is_none();
         Some(match &t[id] {
             Node::Vec(g) => copy(*g, out),
             Node::SumOver([i, n, b]) => {
-                let b = go(t, *b, out)?;
+                let b = go(t, *b, out, scalar)?;
                 let (i, n) = (copy(*i, out), copy(*n, out));
                 out.add(Node::SumOver([i, n, b]))
             }
             Node::Neg(a) => {
-                let a = go(t, *a, out)?;
+                let a = go(t, *a, out, scalar)?;
                 out.add(Node::Neg(a))
             }
-            Node::Mul([c, a]) if scalar(*c) => {
-                let a = go(t, *a, out)?;
+            Node::Mul([c, a]) | Node::MatMul([c, a]) if scalar(*c) => {
+                let a = go(t, *a, out, scalar)?;
                 let c = copy(*c, out);
                 out.add(Node::Mul([c, a]))
             }
+            Node::Mul([a, c]) | Node::MatMul([a, c]) if scalar(*c) => {
+                let a = go(t, *a, out, scalar)?;
+                let c = copy(*c, out);
+                out.add(Node::Mul([a, c]))
+            }
             Node::Div([a, c]) if scalar(*c) => {
-                let a = go(t, *a, out)?;
+                let a = go(t, *a, out, scalar)?;
                 let c = copy(*c, out);
                 out.add(Node::Div([a, c]))
             }
             Node::Add([a, b]) | Node::Sub([a, b]) => {
-                let (a, b) = (go(t, *a, out)?, go(t, *b, out)?);
+                let (a, b) = (go(t, *a, out, scalar)?, go(t, *b, out, scalar)?);
                 out.add(if matches!(t[id], Node::Add(_)) { Node::Add([a, b]) } else { Node::Sub([a, b]) })
             }
             _ => return None,
         })
     }
     let mut out = RecExpr::default();
-    go(t, Id::from(t.as_ref().len() - 1), &mut out)?;
+    go(t, Id::from(t.as_ref().len() - 1), &mut out, &scalar)?;
     Some(out)
 }
 

@@ -527,6 +527,10 @@ impl<'m> Evaluator<'m> {
             Node::Num(r) => scalar(S::of(*r.numer() as f64 / *r.denom() as f64)),
             Node::Symbol(s) => match env.get(s) {
                 Some(v) => v.clone(),
+                // a named dimension is its size
+                None if self.model.dims.iter().any(|d| d == s.as_str()) => {
+                    scalar(S::of(self.dim_size(*s, env).ok_or_else(|| format!("no variable tells the size of `{s}`"))? as f64))
+                }
                 None => scalar(S::of(crate::lang::constant_symbol(*s).ok_or_else(|| format!("no value for `{s}`"))?)),
             },
             Node::Add([a, b]) => zip(&ev(*a)?, &ev(*b)?, |x, y| x + y)?,

@@ -129,6 +129,8 @@ impl Builder<'_> {
                 let k = self.fresh();
                 Func("log", b(Sum(k, crate::derive::subterm(t, *x), 0, b(Func("exp", b(self.entry(*x, (k, k))?))))))
             }
+            Node::SumOver(_) => return Err("no index form for a sum over samples yet".into()),
+            Node::Kron(_) => return Err("no index form for a Kronecker product yet".into()),
             other => return Err(format!("no index form for `{other}`")),
         })
     }
@@ -376,8 +378,17 @@ fn value(e: &IExpr, ev: &Evaluator, env: &Env<f64>, at: &mut Vec<usize>, cache: 
 }
 
 /// Prints a result in index notation with a printer's names.
+/// The index form of a result; results in a matrix parameter have none yet (their entries
+/// need two indices each).
+pub fn result_form(model: &Model, r: &crate::derive::Derived, names: &[(RecExpr<Node>, String)], opaque: &dyn Fn(&RecExpr<Node>) -> String) -> Result<IExpr, String> {
+    if let Some(w) = r.wrt.as_deref().and_then(|w| model.vars.get(w)).filter(|v| v.shape.is_matrix()) {
+        return Err(format!("index notation for a matrix parameter ({}) is not supported yet", w.name));
+    }
+    index_form(model, &r.term, names, opaque)
+}
+
 pub fn line(model: &Model, r: &crate::derive::Derived, printer: &Printer) -> Result<String, String> {
     let plain = Printer::new(model, printer.style).one_line();
-    let e = index_form(model, &r.term, &printer.names, &|t| plain.print(t))?;
+    let e = result_form(model, r, &printer.names, &|t| plain.print(t))?;
     Ok(format!("{} = {}", lhs(model, r, printer.style), print(&e, printer.style)))
 }

@@ -181,7 +181,7 @@ impl Model {
             return Some(v.shape);
         }
         // a sum's index and the dimension it runs over are numbers
-        if self.indices.contains_key(s.as_str()) || self.indices.values().any(|d| d == s.as_str()) {
+        if self.indices.contains_key(s.as_str()) || self.dims.iter().any(|d| d == s.as_str()) {
             return Some(crate::lang::SCALAR);
         }
         self.family(s).map(|_| Shape::Family).or_else(|| crate::lang::constant_symbol(s).map(|_| crate::lang::SCALAR))
@@ -311,8 +311,12 @@ impl<'s, 'm> Builder<'s, 'm> {
                 if let Some(v) = self.scope.model.vars.get(name) {
                     return Ok(self.leaf(Symbol::from(name.as_str()), v.shape));
                 }
+                // a named dimension as a value is its size (J = sum(i in n, …) / n)
                 if self.scope.dims.contains(name) {
-                    return Err(err(e.span, format!("`{name}` is a dimension, not a value")));
+                    if name.parse::<usize>().is_ok() {
+                        return Err(err(e.span, format!("`{name}` is a dimension, not a value")));
+                    }
+                    return Ok(self.leaf(Symbol::from(name.as_str()), SCALAR));
                 }
                 if crate::lang::constant_symbol(Symbol::from(name.as_str())).is_some() {
                     return Ok(self.leaf(Symbol::from(name.as_str()), SCALAR));
@@ -782,6 +786,20 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
     Ok(m)
 }
 
+/// A symmetric positive definite parameter of a family takes a variable declared `spd`
+/// (the rules rely on its symmetry).
+fn spd_only(scope: &Scope, t: &RecExpr<Node>, domain: Domain, span: Span, what: &str) -> Result<(), SyntaxError> {
+    if domain != Domain::Spd {
+        return Ok(());
+    }
+    let ok = matches!(t.as_ref(), [Node::Symbol(s)] if scope.model.var(*s).is_some_and(|v| v.domain == Domain::Spd));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(span, format!("{what} is a symmetric positive definite matrix: give a variable declared `spd^(k,k)`")))
+    }
+}
+
 /// A family member named in a model, `poisson(eta)` or `binomial(eta, n = N)` or
 /// `poisson(rate = λ)`: the family, its natural parameter as a term of the model, and the
 /// known parameters given.
@@ -823,10 +841,12 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
             Some((n, nspan)) => match (fam.usual.iter().position(|u| u.params.iter().any(|p| p.0 == *n)), fam.known.iter().position(|k| k.0 == *n)) {
                 (Some(u), _) => {
                     let (_, ushape, _) = fam.usual[u].params.iter().find(|p| p.0 == *n).unwrap();
+                    let (_, _, udomain) = fam.usual[u].params.iter().find(|p| p.0 == *n).unwrap();
                     let elementwise_ok = ushape.is_scalar() && sh.is_column() && fam.param_shape.is_scalar();
-                    if sh != *ushape && !elementwise_ok {
+                    if bind_dims(*ushape, sh).is_none() && !elementwise_ok {
                         return Err(err(a.value.span, format!("`{n}` of {fname} is {ushape}, got {sh}")));
                     }
+                    spd_only(scope, &t, *udomain, a.value.span, &format!("`{n}` of {fname}"))?;
                     if usual_given.iter().any(|g| g.1 == *n) {
                         return Err(err(*nspan, format!("`{n}` of {fname} is given twice")));
                     }
@@ -841,6 +861,7 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
             if natural.is_some() {
                 return Err(err(a.value.span, format!("{fname}'s parameter is given twice")));
             }
+            spd_only(scope, &t, fam.param_domain, a.value.span, &format!("{fname}'s natural parameter"))?;
             natural = Some((t, a.value.span));
         } else if slot <= known.len() {
             if known[slot - 1].is_some() {

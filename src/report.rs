@@ -406,7 +406,7 @@ impl Outcome<'_> {
         let d = self.derivation;
         let mut out = String::new();
         if !d.saturated {
-            out.push_str(&format!("note: the rewriting {} ({} e-nodes, {} iterations); results are the best found so far\n", d.stop, d.nodes, d.iterations));
+            out.push_str(&format!("note: the rewriting {} (all stages: {} e-nodes, {} iterations); results are the best found so far\n", d.stop, d.nodes, d.iterations));
         }
         for r in d.results.iter().filter(|r| !r.complete) {
             out.push_str(&format!("note: {} is not fully derived: the rules left a derivative in place\n", label(self.model, &r.loss, r.wrt.as_deref(), r.order)));

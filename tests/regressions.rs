@@ -81,3 +81,64 @@ fn hessian_vector_products_come_out_in_linear_time_form() {
     let v = evolved::eval::Mat::from_column_slice(3, 1, &[1.0, -2.0, 0.5]);
     assert_close(&entries(&d.at(3, pt)), &entries(&(&h * v)), "H v");
 }
+
+fn printed(d: &Derived, order: usize, wrt: &str) -> String {
+    let r = d.d.results.iter().find(|r| r.order == order && r.wrt.as_deref() == Some(wrt)).unwrap();
+    evolved::print::print(&d.model, &r.term, evolved::print::Style::Unicode)
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evolved")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn matrix_gradients_come_out_in_the_matrix_shape() {
+    // tr(A W) + ½‖Wz − y‖² + ½ lam tr(WᵀW): Aᵀ + (Wz − y)zᵀ + lam W and (z zᵀ) ⊗ I + lam I
+    let d = derive_text("dim k, d; param W : R^(k,d); data A : R^(d,k); data z : R^d; data y : R^k; data lam : positive; J = trace(A W) + sum((W z - y)^2) / 2 + lam * trace(W' W) / 2");
+    assert_eq!(printed(&d, 1, "W"), "Aᵀ + (W z − y) zᵀ + lam W");
+    assert_eq!(printed(&d, 2, "W"), "(z zᵀ) ⊗ I + lam I");
+    assert!(d.check().passed);
+    let g = d.at(1, "W=[[1,2],[3,4],[5,6]]; A=[[1,0,2],[0,1,0]]; z=[1,-1]; y=[0,1,2]; lam=0.5");
+    assert_eq!(g.shape(), (3, 2));
+    // Aᵀ + (Wz − y)zᵀ + lam W with Wz − y = [−1, −2, −3]
+    assert_close(&entries(&g), &[1.0 - 1.0 + 0.5, 0.0 + 1.0 + 1.0, 0.0 - 2.0 + 1.5, 1.0 + 2.0 + 2.0, 2.0 - 3.0 + 2.5, 0.0 + 3.0 + 3.0], "the gradient");
+}
+
+#[test]
+fn a_sum_sees_its_index_in_the_rows_it_reads() {
+    // the summand depends on i through Y[i] and Z[i]: not a constant to multiply by n
+    let d = derive_text("dim n, k, d; param W : R^(k,d); param L : spd^(k,k); data Z : R^(n,d); data Y : R^(n,k); J = sum(i in n, dot(Y[i] - W Z[i], L (Y[i] - W Z[i])) / 2 - logdet(L) / 2)");
+    assert!(d.check().passed, "{:?}", d.check().comparisons);
+    assert_eq!(printed(&d, 2, "W"), "Σᵢ (zᵢ zᵢᵀ) ⊗ L");
+    // and a summand without the index is n times itself: n (L⁻¹ ⊗ L⁻¹) / 2
+    assert!(printed(&d, 2, "L").starts_with("n "), "{}", printed(&d, 2, "L"));
+    // a dimension as a value is its size: the mean over samples
+    let m = derive_text("dim n, d; param w : R^d; data X : R^(n,d); data y : R^n; J = sum(i in n, (dot(X[i], w) - y[i])^2) / (2 * n)");
+    assert!(m.check().passed);
+    assert_close(&entries(&m.at(0, "w=[1,1]; X=[[1,0],[0,1]]; y=[0,0]")), &[0.5], "(1 + 1)/(2·2)");
+}
+
+#[test]
+fn index_notation_for_a_matrix_parameter_is_declined_not_failed() {
+    let (code, out, err) = run(&["derive", "examples/softmax_regression.ef", "--notation", "index"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("index notation for a matrix parameter (W) is not supported yet"), "{out}");
+}
+
+#[test]
+fn huge_fixed_sizes_skip_the_check_without_allocating() {
+    let (code, out, err) = run(&["derive", "-e", "param W : R^(30000,30000); data z : R^30000; J = logsumexp(W z)"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("check: not run: `W` has 900000000 entries"), "{out}");
+}
+
+#[test]
+fn a_symmetric_family_parameter_must_be_declared_spd() {
+    let (code, _, err) = run(&["derive", "-e", "dim k; param eta : R^(k,k); data X : spd^(k,k); X ~ wishart(eta, n = 5); J = -log p(X)"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("wishart's natural parameter is a symmetric positive definite matrix"), "{err}");
+    // a fixed size binds like a named one
+    let d = derive_text("param V : spd^(3,3); data X : spd^(3,3); X ~ wishart(V = V, n = 7); J = -log p(X)");
+    assert!(d.check().passed);
+}
