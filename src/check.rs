@@ -53,6 +53,8 @@ pub struct CheckReport {
     pub undefined: usize,
     /// why the check did not run, when a variable is too large for it
     pub skipped: Option<String>,
+    /// the check's time guard stopped it after this many seconds (fewer points than asked)
+    pub stopped: Option<f64>,
     /// dimension → (smallest, largest) size used
     pub sizes: BTreeMap<String, (usize, usize)>,
     pub comparisons: Vec<Comparison>,
@@ -330,7 +332,15 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         c.passed = false;
         c.max_rel_error = f64::INFINITY;
     };
+    // a last guard: a check that takes long stops after the points it has (at least one)
+    let budget = std::env::var("EVOLVED_CHECK_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(10.0);
+    let start = std::time::Instant::now();
+    let mut stopped = None;
     for _ in 0..opts.points {
+        if used > 0 && start.elapsed().as_secs_f64() > budget {
+            stopped = Some(start.elapsed().as_secs_f64());
+            break;
+        }
         // sizes first: a variable too large is not sampled at all
         let sz = random_sizes(model, &mut rng, opts);
         if let Some(why) = too_large(model, &sz) {
@@ -429,7 +439,7 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
     }
     let passed = comps.iter().all(|c| c.passed);
     spectra.retain(|s| s.points > 0);
-    CheckReport { points: used, undefined, skipped: skipped_large, sizes, comparisons: comps, spectra, passed }
+    CheckReport { points: used, undefined, skipped: skipped_large, stopped, sizes, comparisons: comps, spectra, passed }
 }
 
 /// Checks that every family's A is its log-partition: on a finite support the

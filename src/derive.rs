@@ -285,7 +285,14 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let grad_claims: Vec<usize> = (0..model.claims.len()).filter(|&i| model.claims[i].order == 1).collect();
     let n_terms = terms.len();
     for &i in &grad_claims {
-        terms.push(model.claims[i].term.clone());
+        // a gradient in a matrix is derived as vec(G): the claim G goes in as vec(G)
+        let c = &model.claims[i];
+        let mut term = c.term.clone();
+        if model.vars[&c.wrt].shape.is_matrix() {
+            let root = Id::from(term.as_ref().len() - 1);
+            term.add(Node::Vec(root));
+        }
+        terms.push(term);
     }
     let first = run_phase(model, &derive_rules, &terms, limits);
     let mut proved = vec![false; model.claims.len()];

@@ -607,6 +607,10 @@ impl<'m> Evaluator<'m> {
             Node::Lmvgamma([a, m]) => {
                 // log Γ_p(a) = p(p − 1)/4 log π + Σⱼ log Γ(a + (1 − j)/2)
                 let (a, p) = (ev(*a)?[(0, 0)], ev(*m)?.nrows());
+                // defined for a > (p − 1)/2
+                if a.re() <= (p as f64 - 1.0) / 2.0 {
+                    return Ok(scalar(S::of(f64::NAN)));
+                }
                 let c = (p * (p.saturating_sub(1))) as f64 / 4.0 * std::f64::consts::PI.ln();
                 scalar((1..=p).fold(S::of(c), |acc, j| acc + (a + S::of((1.0 - j as f64) / 2.0)).lgamma()))
             }
@@ -657,6 +661,17 @@ impl<'m> Evaluator<'m> {
                 let (a, b) = (ev(*a)?, ev(*b)?);
                 let (p, q) = b.shape();
                 Mat::from_fn(a.nrows() * p, a.ncols() * q, |i, j| a[(i / p, j / q)] * b[(i % p, j % q)])
+            }
+            Node::Commute(a) => {
+                // K[j + c i, i + r j] = 1: vec(M)[i + r j] = M[i, j] = vec(Mᵀ)[j + c i]
+                let (r, c) = ev(*a)?.shape();
+                let mut k = Mat::from_element(r * c, r * c, S::of(0.0));
+                for i in 0..r {
+                    for j in 0..c {
+                        k[(j + c * i, i + r * j)] = one;
+                    }
+                }
+                k
             }
             Node::Trace(a) => {
                 let m = ev(*a)?;
@@ -920,14 +935,18 @@ fn inverse<S: Scalar>(a: &Mat<S>) -> Result<(Mat<S>, S), String> {
     let mut m = a.clone();
     let mut inv = Mat::from_fn(n, n, |i, j| S::of((i == j) as u8 as f64));
     let mut logdet = S::of(0.0);
+    // the determinant's sign: log det is undefined (NaN) where det < 0
+    let mut negative = false;
     for c in 0..n {
         let p = (c..n).max_by(|&i, &j| m[(i, c)].re().abs().total_cmp(&m[(j, c)].re().abs())).unwrap();
         if m[(p, c)].re() == 0.0 {
             return Err("the matrix is singular".into());
         }
+        negative ^= p != c;
         m.swap_rows(p, c);
         inv.swap_rows(p, c);
         let pivot = m[(c, c)];
+        negative ^= pivot.re() < 0.0;
         logdet = logdet + pivot.abs().ln();
         for j in 0..n {
             m[(c, j)] = m[(c, j)] / pivot;
@@ -941,7 +960,7 @@ fn inverse<S: Scalar>(a: &Mat<S>) -> Result<(Mat<S>, S), String> {
             }
         }
     }
-    Ok((inv, logdet))
+    Ok((inv, if negative { S::of(f64::NAN) } else { logdet }))
 }
 
 fn has_jac(t: &RecExpr<Node>, id: Id) -> bool {

@@ -63,6 +63,8 @@ define_language! {
         "kron" = Kron([Id; 2]),
         // trace of a square matrix
         "trace" = Trace(Id),
+        // commute m: the commutation matrix K with K vec(m) = vec(mᵀ)
+        "commute" = Commute(Id),
         // sumover i n body: Σ over i = 1..n of body (i a bound index, n a dimension)
         "sumover" = SumOver([Id; 3]),
         // at v i: entry i of a vector (row i of a matrix), counted from 1; i a constant
@@ -350,6 +352,11 @@ pub fn node_shape(node: &Node, kids: &[Shape]) -> Result<Shape, ShapeError> {
             }
             mat(2)?;
             Ok(kids[2])
+        }
+        Commute(_) => {
+            let (r, c) = mat(0)?;
+            let n = r.times(c);
+            Ok(Shape::Mat(n, n))
         }
         Trace(_) => {
             let (r, c) = mat(0)?;

@@ -713,7 +713,8 @@ pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Mod
                 let scope = Scope { model: &m, lets: &scope_lets, locals: vec![], dims: &m.dims };
                 let (term, shape) = build(&scope, e)?;
                 let ps = m.vars[&wrt].shape;
-                let want = if it.order == 1 { ps } else { Shape::Mat(ps.rows().unwrap(), ps.rows().unwrap()) };
+                // the Hessian in a matrix is over vec: (rows·cols) × (rows·cols)
+                let want = if it.order == 1 { ps } else { Shape::Mat(ps.len().unwrap(), ps.len().unwrap()) };
                 if shape != want && !shape.is_scalar() {
                     return Err(err(e.span, format!("the claimed formula is {shape}, but the {} is {want}", if it.order == 1 { "gradient" } else { "Hessian" })));
                 }

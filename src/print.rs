@@ -407,6 +407,12 @@ impl<'m> Printer<'m> {
                 _ => (p(*a, UNARY + 1).append(txt(self.op(" ⊗ ", "", " \\otimes "))).append(p(*b, UNARY + 1)), SUM),
             },
             Node::Vec(a) => self.call("vec", d(*a).0),
+            // the commutation matrix of m: K vec(m) = vec(mᵀ)
+            Node::Commute(a) => match self.style {
+                Style::Ascii => self.call("commute", d(*a).0),
+                Style::Unicode => (txt("K_").append(p(*a, ATOM)), ATOM),
+                Style::Latex => (txt("K_{").append(d(*a).0).append(txt("}")), ATOM),
+            },
             Node::Trace(a) => match self.style {
                 Style::Unicode => (txt("tr(").append(d(*a).0).append(txt(")")), ATOM),
                 Style::Latex => (txt("\\operatorname{tr}\\left(").append(d(*a).0).append(txt("\\right)")), ATOM),

@@ -754,7 +754,10 @@ pub fn check_line(_m: &Model, c: &CheckReport, style: Style) -> String {
         return format!("check: not run: {why}");
     }
     let sizes = if sizes.is_empty() { String::new() } else { format!(", {}", sizes.join(", ")) };
-    let undefined = if c.undefined > 0 { format!(" ({} more points skipped: the loss is not finite there)", c.undefined) } else { String::new() };
+    let mut undefined = if c.undefined > 0 { format!(" ({} more points skipped: the loss is not finite there)", c.undefined) } else { String::new() };
+    if let Some(t) = c.stopped {
+        undefined.push_str(&format!(" (stopped after {t:.0} s by the check's time guard, EVOLVED_CHECK_SECONDS)"));
+    }
     let mut line = format!("check: {} random points{sizes}{undefined}: max relative error {} {mark}", c.points, errs.join(", "));
     for s in &c.spectra {
         line.push('\n');

@@ -135,6 +135,7 @@ fn call_node(f: &str, k: &[Id]) -> Option<Node> {
         ("vec", [a]) => Node::Vec(*a),
         ("kron", [a, b]) => Node::Kron([*a, *b]),
         ("trace", [a]) => Node::Trace(*a),
+        ("commute", [a]) => Node::Commute(*a),
         ("sumover", [i, n, b]) => Node::SumOver([*i, *n, *b]),
         ("at", [v, i]) => Node::At([*v, *i]),
         ("KL", [f, a, b]) => Node::Kl([*f, *a, *b]),

@@ -247,7 +247,11 @@ fn every_catalog_family_derives_and_checks_in_a_model() {
         );
         let d = derive_text(&model);
         assert!(d.d.results.iter().all(|r| r.complete), "{}: not fully derived: {model}", f.name);
-        let c = d.check();
+        let mut c = d.check();
+        if c.points < 3 {
+            // known parameters can narrow the domain (the Wishart needs n > k − 1): more draws
+            c = evolved::check::check(&d.model, &d.d, &evolved::check::CheckOptions { points: 200, ..Default::default() }, &|_| "definition".into());
+        }
         assert!(c.passed, "{}: the check failed: {model}: {:?}", f.name, c.comparisons);
         assert!(c.points >= 3, "{}: only {} points in the domain", f.name, c.points);
     }

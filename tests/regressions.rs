@@ -142,3 +142,18 @@ fn a_symmetric_family_parameter_must_be_declared_spd() {
     let d = derive_text("param V : spd^(3,3); data X : spd^(3,3); X ~ wishart(V = V, n = 7); J = -log p(X)");
     assert!(d.check().passed);
 }
+
+#[test]
+fn a_transposed_matrix_parameter_goes_through_the_commutation_matrix() {
+    // yᵀW z + tr(WᵀW): y zᵀ + 2W; log det W: W⁻ᵀ and −(W⁻¹ ⊗ W⁻ᵀ) K
+    let d = derive_text("dim k, d; param W : R^(k,d); data y : R^k; data z : R^d; J = y' W z + trace(W' W)");
+    assert_eq!(printed(&d, 1, "W"), "y zᵀ + 2 W");
+    assert!(d.check().passed);
+    let d = derive_text("dim k; param W : R^(k,k); J = logdet(W)");
+    assert!(d.d.results.iter().all(|r| r.complete), "{:?}", d.d.results.iter().map(|r| r.term.to_string()).collect::<Vec<_>>());
+    let c = d.check();
+    assert!(c.passed && c.points > 0, "{:?}", c.comparisons);
+    // log det is undefined where det < 0: such points are skipped, not taken as log |det|
+    assert!(c.undefined > 0);
+    assert!(d.at(0, "W=[[0,1],[1,0]]")[(0, 0)].is_nan());
+}
