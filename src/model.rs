@@ -537,7 +537,13 @@ impl<'s, 'm> Builder<'s, 'm> {
                 if !ok {
                     return Err(err(args[1].span, format!("an index must be a whole number from 1 to the length ({})", n.map_or("its size".to_string(), |n| n.to_string()))));
                 }
-                Node::At([ids[0], ids[1]])
+                // X[2] of a matrix is its row 2 as a column, as X[i] is in a sum
+                if matches!(self.shape(ids[0]), Shape::Mat(_, c) if c != Dim::One) {
+                    let row = self.add(Node::At([ids[0], ids[1]]), span)?;
+                    Node::Transpose(row)
+                } else {
+                    Node::At([ids[0], ids[1]])
+                }
             }
             _ => Node::Transpose(ids[0]),
         };

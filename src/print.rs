@@ -175,15 +175,19 @@ impl<'m> Printer<'m> {
     /// `at(X, i)` of a matrix variable X at a sum's index: xᵢ, the name of row i as a column.
     fn sample(&self, t: &RecExpr<Node>, at: Id) -> Option<String> {
         let Node::At([v, i]) = &t[at] else { return None };
-        let (Node::Symbol(x), Node::Symbol(i)) = (&t[*v], &t[*i]) else { return None };
-        let var = self.model.var(*x)?;
-        if !var.shape.is_matrix() || !self.model.indices.contains_key(i.as_str()) {
+        let Node::Symbol(x) = &t[*v] else { return None };
+        let i = match &t[*i] {
+            Node::Symbol(i) if self.model.indices.contains_key(i.as_str()) => i.to_string(),
+            Node::Num(r) if r.is_integer() => r.to_string(),
+            _ => return None,
+        };
+        if !self.model.var(*x)?.shape.is_matrix() {
             return None;
         }
         if self.style == Style::Ascii {
             return Some(format!("{x}[{i}]"));
         }
-        Some(self.indexed(x.as_str(), i.as_str(), true))
+        Some(self.indexed(x.as_str(), &i, true))
     }
 
     /// A name with an index: yᵢ (lower case for a matrix's row when no variable has that name).
