@@ -229,3 +229,16 @@ fn softmax_regression_over_n_samples() {
     assert_mat(&mat(&result(&j, 1)["value"]), &g, 1e-8, "gradient vs central differences");
     assert_mat(&mat(&result(&j, 2)["value"]), &h, 1e-6, "Hessian vs central differences over vec(W)");
 }
+
+#[test]
+fn class_weights_stay_in_every_factor() {
+    let j = json_at("examples/class_weights.ef", "z=[0.5,-1,2]; y=[0.2,0.5,0.3]; a=[2,1,0.5]");
+    let z = DVector::from_vec(vec![0.5, -1.0, 2.0]);
+    let ay = DVector::from_vec(vec![0.4, 0.5, 0.15]);
+    let p = softmax(&z);
+    let s = ay.sum();
+    let g = &p * s - &ay;
+    let h = (DMatrix::from_diagonal(&p) - &p * p.transpose()) * s;
+    assert_mat(&DMatrix::from_column_slice(3, 1, vector(&result(&j, 1)["value"]).as_slice()), &DMatrix::from_column_slice(3, 1, g.as_slice()), 1e-12, "(1ᵀ(a ⊙ y)) p − a ⊙ y");
+    assert_mat(&mat(&result(&j, 2)["value"]), &h, 1e-12, "(1ᵀ(a ⊙ y)) (diag(p) − ppᵀ)");
+}
