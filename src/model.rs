@@ -874,6 +874,22 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
             if known[slot - 1].is_some() {
                 return Err(err(a.value.span, format!("`{}` of {fname} is given twice", fam.known[slot - 1].0)));
             }
+            // a number given for a known parameter must be in its domain (binomial's n a count)
+            if let [Node::Num(r)] = t.as_ref() {
+                let (kname, _, kdomain) = &fam.known[slot - 1];
+                let x = *r.numer() as f64 / *r.denom() as f64;
+                let (ok, what) = match kdomain {
+                    Domain::Count => (r.is_integer() && x >= 0.0, "a whole number ≥ 0"),
+                    Domain::Positive => (x > 0.0, "positive"),
+                    Domain::Negative => (x < 0.0, "negative"),
+                    Domain::Unit => ((0.0..=1.0).contains(&x), "in [0, 1]"),
+                    Domain::Binary => (x == 0.0 || x == 1.0, "0 or 1"),
+                    _ => (true, ""),
+                };
+                if !ok {
+                    return Err(err(a.value.span, format!("`{kname}` of {fname} must be {what}, got {x}")));
+                }
+            }
             known[slot - 1] = Some((t, sh));
         } else {
             let n = 1 + fam.known.len();

@@ -286,3 +286,25 @@ fn at_values_in_the_new_domains() {
     insta::assert_snapshot!("at_not_symmetric", at("a=-1; w=0; z=[0,1]; S=[[1,2],[0,1]]"));
     insta::assert_snapshot!("at_not_positive_definite", at("a=-1; w=0; z=[0,1]; S=[[1,2],[2,1]]"));
 }
+
+#[test]
+fn sums_matrices_and_matrix_families() {
+    // a sum over something that is not a dimension, an index reused or not used, a row
+    // count that does not match, an index outside its sum
+    insta::assert_snapshot!("sum_over_a_value", placed("dim n; param w : R^n; J = sum(i in w, w[i])"));
+    insta::assert_snapshot!("sum_index_reused", placed("dim n; param w : R^n; J = sum(i in n, sum(i in n, w[i]))"));
+    insta::assert_snapshot!("sum_index_unused", placed("dim n; param w : R^n; J = sum(i in n, sum(w))"));
+    insta::assert_snapshot!("sum_rows_mismatch", placed("dim n, m; param w : R^n; data y : R^m; J = sum(i in n, w[i] * y[i])"));
+    insta::assert_snapshot!("sum_index_outside", placed("dim n; param w : R^n; J = sum(i in n, w[i]) + w[i]"));
+    insta::assert_snapshot!("sum_no_comma", placed("dim n; param w : R^n; J = sum(i in n w[i])"));
+    // matrix functions with the wrong arguments
+    insta::assert_snapshot!("kron_one_argument", placed("dim k; param W : R^(k,k); J = sum(vec(kron(W)))"));
+    insta::assert_snapshot!("trace_not_square", placed("dim k, d; param W : R^(k,d); J = trace(W)"));
+    insta::assert_snapshot!("lmvgamma_not_square", placed("dim k, d; param a : positive; data W : R^(k,d); J = lmvgamma(a, W)"));
+    // a symmetric natural parameter that is not declared spd, a known parameter outside its domain
+    insta::assert_snapshot!("wishart_not_spd", placed("dim k; param eta : R^(k,k); data X : spd^(k,k); X ~ wishart(eta, n = 5); J = -log p(X)"));
+    insta::assert_snapshot!("known_not_a_count", placed("param t : R; data y : count; y ~ binomial(t, n = 2.5); J = -log p(y | t)"));
+    // --at: a matrix of the wrong shape, ragged rows, a non-symmetric spd value
+    insta::assert_snapshot!("at_matrix_ragged", bad(&["derive", "examples/softmax_regression.ef", "--at", "W=[[1,2],[3]]; z=[1,2]; y=[0.5,0.5]"]));
+    insta::assert_snapshot!("at_spd_not_symmetric", bad(&["derive", "examples/gaussian_precision.ef", "--at", "Lambda=[[2,1],[0,2]]; x=[1,2]; mu=[0,0]"]));
+}
