@@ -243,25 +243,59 @@ fn stop_reason(r: &Option<StopReason>) -> (String, bool) {
     }
 }
 
-/// Derives every requested quantity of the model with these rules: first the derivation
-/// (calculus, expectations, family identities and the algebra they need), then a tidy
-/// phase over the extracted results with every rule, where sign and order rewrites cannot
-/// multiply the work of differentiation.
-pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
+/// The rules of a derivation, the caller's followed by the model's family rules: the
+/// derivation set and the whole set, each with its compiled rewrites.
+struct RuleSets {
+    all: std::sync::Arc<[Rule]>,
+    derive_set: std::sync::Arc<[Rule]>,
+    derive_rules: Vec<egg::Rewrite<Node, Facts>>,
+    tidy_rules: Vec<egg::Rewrite<Node, Facts>>,
+    /// the derivation rules' names, joined by commas (part of the family-mean cache key)
+    derive_names: String,
+}
+
+/// The rule sets for these rules and family rules, made once per process for each
+/// distinct set: copying a few hundred rules costs more than some of the saturation runs.
+fn rule_sets(rules: &[Rule], family: Vec<Rule>) -> Result<std::sync::Arc<RuleSets>, String> {
+    type Cache = std::sync::Mutex<Vec<std::sync::Arc<RuleSets>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let same = |s: &RuleSets| s.all.len() == rules.len() + family.len() && s.all.iter().zip(rules.iter().chain(&family)).all(|(a, b)| a == b);
+    if let Some(hit) = CACHE.get_or_init(Default::default).lock().unwrap().iter().find(|s| same(s)) {
+        return Ok(hit.clone());
+    }
     // compile the caller's rules in place, so that the copies below share the compiled form
     for r in rules {
         r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))?;
     }
     let mut all: Vec<Rule> = rules.to_vec();
-    all.extend(family_rules(model));
+    all.extend(family);
     let compile = |rs: &[&Rule]| {
         rs.iter().map(|r| r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))).collect::<Result<Vec<_>, _>>()
     };
-    let foreign: Vec<Symbol> =
-        (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
     let derive_set: std::sync::Arc<[Rule]> = all.iter().filter(|r| r.derive).cloned().collect();
     let derive_rules = compile(&derive_set.iter().collect::<Vec<_>>())?;
     let tidy_rules = compile(&all.iter().collect::<Vec<_>>())?;
+    let derive_names = derive_rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+    let sets = std::sync::Arc::new(RuleSets { all: all.into(), derive_set, derive_rules, tidy_rules, derive_names });
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    // a few sets at a time: each model's families give its own
+    if cache.len() >= 32 {
+        cache.remove(0);
+    }
+    cache.push(sets.clone());
+    Ok(sets)
+}
+
+/// Derives every requested quantity of the model with these rules: first the derivation
+/// (calculus, expectations, family identities and the algebra they need), then a tidy
+/// phase over the extracted results with every rule, where sign and order rewrites cannot
+/// multiply the work of differentiation.
+pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
+    let sets = rule_sets(rules, family_rules(model))?;
+    let foreign: Vec<Symbol> =
+        (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
+    let derive_set = sets.derive_set.clone();
+    let derive_rules = &sets.derive_rules;
 
     // Stage 1: the losses and their gradients, transpose(jac(J, x)).
     let mut wanted: Vec<(String, Option<String>, usize)> = vec![];
@@ -340,7 +374,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             if means.contains_key(&fam.name) {
                 continue;
             }
-            let closed = family_mean(model, fam, &derive_rules, &foreign, limits);
+            let closed = family_mean(model, fam, derive_rules, &sets.derive_names, &foreign, limits);
             if let Some(c) = &closed {
                 for rule in crate::rules::mean_rule(fam, c) {
                     hessian_rules.push(rule.rewrite()?);
@@ -358,7 +392,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
     // the tidy phase knows the closed forms too: a mean equal to a variable (E[x] = μ)
     // is written as the variable
-    let mut tidy_rules = tidy_rules;
+    let mut tidy_rules = sets.tidy_rules.clone();
     for r in &shortcuts {
         tidy_rules.push(r.rewrite()?);
     }
@@ -414,7 +448,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             let closed = match n {
                 Node::Mean(_) => means
                     .entry(fam.name.clone())
-                    .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
+                    .or_insert_with(|| family_mean(model, fam, derive_rules, &sets.derive_names, &foreign, limits))
                     .clone(),
                 // a scalar family at a vector: the members' A summed
                 _ if fam.param_shape.is_scalar() && !model.is_scalar_term(&subterm(t, *arg)) => {
@@ -434,7 +468,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut tidy_terms: Vec<RecExpr<Node>> = order.iter().map(|&i| derived[i].clone()).collect();
     tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
     let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
-    stages.push(Stage { name: "tidy", rules: all.into(), shortcuts: vec![], terms: tidy_terms.clone() });
+    stages.push(Stage { name: "tidy", rules: sets.all.clone(), shortcuts: vec![], terms: tidy_terms.clone() });
     let g2 = &second.runner.egraph;
     let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
     let ex2_hvp = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true });
@@ -513,12 +547,11 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
 
 /// E[T(x)] of a family in its own parameter η, derived from A(η) by the rules
 /// (A′(η) = E[T]): the family-free form of the gradient of A.
-fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
+fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], names: &str, foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
     // The same family under the same rules always gives the same mean: remember it.
     type Cache = std::sync::Mutex<std::collections::HashMap<String, Option<RecExpr<Node>>>>;
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
-    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-    let key = format!("{}|{}|{}|{:?}|{}", fam.name, fam.param, fam.logpart, fam.param_shape, names.join(","));
+    let key = format!("{}|{}|{}|{:?}|{}", fam.name, fam.param, fam.logpart, fam.param_shape, names);
     if let Some(hit) = CACHE.get_or_init(Default::default).lock().unwrap().get(&key) {
         return hit.clone();
     }

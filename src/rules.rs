@@ -26,7 +26,7 @@ fn fits(a: Option<Shape>, b: Option<Shape>) -> bool {
 pub const DEFAULT_FAMILIES: &[(&str, &str)] = &[("rules/families.ef", include_str!("../rules/families.ef"))];
 
 /// A condition a rule may require of its match. Each is a monotone fact.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Cond {
     /// the first does not depend on the second (a variable)
     Indep(Var, Var),
@@ -663,6 +663,21 @@ pub fn replace_word(text: &str, word: &str, by: &str) -> String {
         rest = &rest[i + word.len()..];
     }
     out + rest
+}
+
+/// Rules are equal when everything written about them is (the compiled form follows).
+impl PartialEq for Rule {
+    fn eq(&self, o: &Rule) -> bool {
+        self.name == o.name
+            && self.lhs == o.lhs
+            && self.rhs == o.rhs
+            && self.conds == o.conds
+            && self.assume == o.assume
+            && self.derive == o.derive
+            && self.description == o.description
+            && self.origin == o.origin
+            && self.steps == o.steps
+    }
 }
 
 impl Rule {
