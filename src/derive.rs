@@ -182,6 +182,8 @@ fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[Rec
 /// `until`).
 pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits, until: Option<&RecExpr<Node>>) -> Phase {
     let roots: Vec<Id> = terms.iter().map(|t| egraph.add_expr(t)).collect();
+    // the rules' searches remember their matches between iterations
+    crate::ematch::Memory::start(&mut egraph);
     let mut runner = Runner::default();
     if let Some(goal) = until {
         let (goal, root) = (goal.clone(), roots[0]);
@@ -191,6 +193,10 @@ pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>
         });
     }
     let runner = runner
+        .with_hook(|r| {
+            crate::ematch::Memory::observe(&r.egraph);
+            Ok(())
+        })
         .with_egraph(egraph)
         // a rule that matches more than 20 000 times in one iteration sits out a few: one
         // iteration cannot grow the graph without bound between the limit checks
@@ -203,6 +209,7 @@ pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>
         debug_dump(&runner);
     }
     let mut runner = runner;
+    crate::ematch::Memory::stop(&mut runner.egraph);
     let found = crate::analysis::shape_conflicts(&runner.egraph);
     runner.egraph.analysis.conflicts.extend(found);
     let roots = roots.iter().map(|r| runner.egraph.find(*r)).collect();

@@ -693,7 +693,7 @@ impl Rule {
             return Ok(self.compiled.get_or_init(|| r.clone()).clone());
         }
         let applier = CondApplier { rhs: Pattern::new(self.rhs.clone()), conds: self.conds.clone(), assume: self.assume.clone() };
-        let r = Rewrite::new(self.name.as_str(), Pattern::new(self.lhs.clone()), applier)?;
+        let r = Rewrite::new(self.name.as_str(), crate::ematch::Remembering::new(self.lhs.clone()), applier)?;
         CACHE.get_or_init(Default::default).lock().unwrap().insert(key, r.clone());
         Ok(self.compiled.get_or_init(|| r).clone())
     }

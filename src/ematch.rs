@@ -1,0 +1,284 @@
+//! E-matching that remembers between iterations. A pattern's match at a class is made
+//! of nodes whose operators the pattern names: the class's nodes with the root operator,
+//! the nodes below them (in classes at most the pattern's depth below) with the
+//! operators below, and the canonical ids of their children. So when no class within
+//! that depth gained, lost or changed (in its children's ids) a node with one of those
+//! operators since the rule last searched, the class's matches then are its matches
+//! now. Each search returns exactly what egg's own search returns, in the same order
+//! (the classes in the order egg visits them now); only finding unchanged matches again
+//! is skipped.
+//!
+//! A saturation run turns the memory on (`Memory::start`) and calls `Memory::observe` at
+//! the start of every iteration, after the rebuild; without it (replays with
+//! explanations) rules search as egg's patterns do.
+
+use crate::analysis::{Facts, Graph};
+use crate::lang::{Node, OPS};
+use egg::{ENodeOrVar, Id, Language, Pattern, PatternAst, SearchMatches, Searcher, Subst, Var};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+const _: () = assert!(OPS <= 64, "operator sets are u64 masks");
+
+static VERIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `true`, every search also runs egg's own and panics unless both found the same
+/// matches in the same order (for tests).
+pub fn verify(on: bool) {
+    VERIFY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The memory of one saturation run, kept in the e-graph's analysis (a copy of the
+/// analysis starts without one).
+#[derive(Default)]
+pub struct MemoryCell(RefCell<Option<Box<Memory>>>);
+
+impl Clone for MemoryCell {
+    fn clone(&self) -> Self {
+        MemoryCell::default()
+    }
+}
+
+/// Hashes a searcher's address (the keys are distinct words already).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+#[derive(Default)]
+pub struct Memory {
+    /// counts the iterations observed
+    epoch: u32,
+    /// per class id: its nodes when last observed, while it was a class
+    seen: Vec<Option<Vec<Node>>>,
+    /// the classes last observed
+    live: Vec<Id>,
+    /// `changed[d][id]`: the operators (a mask) of the nodes that appeared, went or
+    /// changed since the last observation in the class or the classes up to `d` levels
+    /// below it; levels `0..levels` are up to date
+    changed: Vec<Vec<u64>>,
+    levels: usize,
+    /// per rule (its searcher's address): its last search
+    rules: HashMap<usize, Found, BuildHasherDefault<AddressHasher>>,
+}
+
+/// One search: in which epoch, and its matches per class in the order searched (all of
+/// them: a search cut off by its limit is not kept).
+struct Found {
+    epoch: u32,
+    matches: Vec<(Id, Vec<Subst>)>,
+}
+
+fn bit(n: &Node) -> u64 {
+    1 << n.op_index()
+}
+
+impl Memory {
+    /// Turns the memory on for the run over this e-graph.
+    pub fn start(egraph: &mut Graph) {
+        *egraph.analysis.memory.0.get_mut() = Some(Box::default());
+    }
+
+    /// Turns it off (and frees it).
+    pub fn stop(egraph: &mut Graph) {
+        egraph.analysis.memory.0.get_mut().take();
+    }
+
+    /// Notes, per class, the operators of the nodes that changed since the last
+    /// iteration (the e-graph is rebuilt: every class's nodes are sorted, with canonical
+    /// children).
+    pub fn observe(egraph: &Graph) {
+        let mut cell = egraph.analysis.memory.0.borrow_mut();
+        let Some(m) = cell.as_mut() else { return };
+        m.epoch += 1;
+        m.levels = 1;
+        let size = egraph.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
+        if m.seen.len() < size {
+            m.seen.resize(size, None);
+        }
+        if m.changed.is_empty() {
+            m.changed.push(vec![]);
+        }
+        let changed = &mut m.changed[0];
+        changed.clear();
+        changed.resize(size, 0);
+        // classes merged into others are gone: their nodes now belong to (and their
+        // parents' nodes point to) classes that changed, and no search starts at them
+        for id in std::mem::take(&mut m.live) {
+            if egraph.find(id) != id {
+                m.seen[usize::from(id)] = None;
+            }
+        }
+        for class in egraph.classes() {
+            m.live.push(class.id);
+            let i = usize::from(class.id);
+            let seen = &mut m.seen[i];
+            let (old, new): (&[Node], &[Node]) = (seen.as_deref().unwrap_or(&[]), &class.nodes);
+            if old == new {
+                continue;
+            }
+            // both sorted: walk them together, noting the nodes only one has
+            let (mut a, mut b, mut ops) = (0, 0, 0u64);
+            while a < old.len() || b < new.len() {
+                match (old.get(a), new.get(b)) {
+                    (Some(x), Some(y)) if x == y => {
+                        a += 1;
+                        b += 1;
+                    }
+                    (Some(x), Some(y)) if x < y => {
+                        ops |= bit(x);
+                        a += 1;
+                    }
+                    (Some(x), None) => {
+                        ops |= bit(x);
+                        a += 1;
+                    }
+                    (_, Some(y)) => {
+                        ops |= bit(y);
+                        b += 1;
+                    }
+                    (None, None) => unreachable!(),
+                }
+            }
+            changed[i] = ops;
+            *seen = Some(class.nodes.clone());
+        }
+    }
+
+    /// Brings `changed` up to date to `depth` levels below each class.
+    fn up_to(&mut self, egraph: &Graph, depth: usize) {
+        while self.levels <= depth {
+            let k = self.levels;
+            if self.changed.len() <= k {
+                self.changed.push(vec![]);
+            }
+            let (below, here) = self.changed.split_at_mut(k);
+            let (prev, cur) = (&below[k - 1], &mut here[0]);
+            cur.clear();
+            cur.resize(prev.len(), 0);
+            for class in egraph.classes() {
+                let i = usize::from(class.id);
+                let mut ops = prev[i];
+                for n in &class.nodes {
+                    for c in n.children() {
+                        ops |= prev[usize::from(*c)];
+                    }
+                }
+                cur[i] = ops;
+            }
+            self.levels += 1;
+        }
+    }
+}
+
+/// A rule's left side that searches with the run's memory.
+pub struct Remembering {
+    pattern: Pattern<Node>,
+    /// the operators of the pattern's nodes
+    ops: u64,
+    /// how many levels below a matched class the pattern's nodes reach
+    depth: usize,
+}
+
+impl Remembering {
+    pub fn new(ast: PatternAst<Node>) -> Self {
+        let nodes = ast.as_ref();
+        let mut height = vec![0usize; nodes.len()];
+        let mut ops = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            if let ENodeOrVar::ENode(e) = n {
+                ops |= bit(e);
+                height[i] = 1 + e.children().iter().map(|c| height[usize::from(*c)]).max().unwrap_or(0);
+            }
+        }
+        let depth = height.last().map_or(0, |h| h.saturating_sub(1));
+        Remembering { pattern: Pattern::new(ast), ops, depth }
+    }
+}
+
+impl Searcher<Node, Facts> for Remembering {
+    fn search_eclass_with_limit(&self, egraph: &Graph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, Node>> {
+        self.pattern.search_eclass_with_limit(egraph, eclass, limit)
+    }
+
+    fn search_with_limit(&self, egraph: &Graph, limit: usize) -> Vec<SearchMatches<'_, Node>> {
+        let root = match self.pattern.ast.as_ref().last() {
+            Some(ENodeOrVar::ENode(n)) => n,
+            _ => return self.pattern.search_with_limit(egraph, limit),
+        };
+        let Ok(mut cell) = egraph.analysis.memory.0.try_borrow_mut() else { return self.pattern.search_with_limit(egraph, limit) };
+        let Some(m) = cell.as_mut().filter(|m| m.epoch > 0) else {
+            drop(cell);
+            return self.pattern.search_with_limit(egraph, limit);
+        };
+        // as egg searches: the classes holding the root's operator, in their order now,
+        // each up to the matches left under the limit
+        let Some(ids) = egraph.classes_for_op(&root.discriminant()) else {
+            m.rules.remove(&(self as *const Self as usize));
+            return vec![];
+        };
+        m.up_to(egraph, self.depth);
+        let key = self as *const Self as usize;
+        // what the last search found, if it was in the last iteration
+        let mut last = m.rules.remove(&key).filter(|f| f.epoch + 1 == m.epoch);
+        let changed = &m.changed[self.depth];
+        let mut out = vec![];
+        let mut matches = vec![];
+        let limit0 = limit;
+        let mut limit = limit;
+        let mut complete = true;
+        for id in ids {
+            if limit == 0 {
+                complete = false;
+                break;
+            }
+            let known = last.as_mut().filter(|_| changed[usize::from(id)] & self.ops == 0);
+            let substs = match known {
+                Some(f) => f.matches.iter_mut().find(|(c, _)| *c == id).map(|(_, s)| std::mem::take(s)).unwrap_or_default(),
+                None => self.pattern.search_eclass_with_limit(egraph, id, limit).map(|f| f.substs).unwrap_or_default(),
+            };
+            if substs.is_empty() {
+                continue;
+            }
+            if substs.len() >= limit {
+                complete = false;
+            }
+            let n = substs.len().min(limit);
+            limit -= n;
+            out.push(SearchMatches { eclass: id, substs: substs[..n].to_vec(), ast: Some(Cow::Borrowed(&self.pattern.ast)) });
+            matches.push((id, substs));
+        }
+        if complete {
+            m.rules.insert(key, Found { epoch: m.epoch, matches });
+        }
+        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
+            let want = self.pattern.search_with_limit(egraph, limit0);
+            let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
+            let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
+            assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
+        }
+        out
+    }
+
+    fn get_pattern_ast(&self) -> Option<&PatternAst<Node>> {
+        Some(&self.pattern.ast)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.pattern.vars()
+    }
+}
