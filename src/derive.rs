@@ -101,8 +101,9 @@ pub struct EvolvedCost<'a> {
     pub no_dense: bool,
 }
 
-/// (unevaluated, family-level, foreign family, size, text)
-pub type Cost = (u32, u32, u32, u32, String);
+/// (unevaluated, family-level, foreign family, size, text); the text is shared, as the
+/// extractor copies children's costs into their parents' for every pass
+pub type Cost = (u32, u32, u32, u32, std::rc::Rc<str>);
 
 impl CostFunction<Node> for EvolvedCost<'_> {
     type Cost = Cost;
@@ -135,7 +136,9 @@ impl CostFunction<Node> for EvolvedCost<'_> {
                 bad = bad.saturating_add(1);
             }
         }
-        let mut text = enode.to_string();
+        use std::fmt::Write;
+        let mut text = String::with_capacity(64);
+        let _ = write!(text, "{enode}");
         for (i, c) in enode.children().iter().enumerate() {
             let (b, f, o, mut s, t) = costs(*c);
             // a literal exponent is part of the power's symbol: a² is smaller than a·a
@@ -144,7 +147,8 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             }
             // the family's name costs nothing
             if i == 0 && enode.is_family_quantity() {
-                text.push_str(&format!(" {t}"));
+                text.push(' ');
+                text.push_str(&t);
                 continue;
             }
             bad = bad.saturating_add(b);
@@ -155,7 +159,11 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             text.push_str(&t);
         }
         text.truncate(200);
-        (bad, family, foreign, size, format!("({text})"))
+        let mut out = String::with_capacity(text.len() + 2);
+        out.push('(');
+        out.push_str(&text);
+        out.push(')');
+        (bad, family, foreign, size, out.into())
     }
 }
 
@@ -478,14 +486,17 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     stages.push(Stage { name: "tidy", rules: sets.all.clone(), shortcuts: vec![], terms: tidy_terms.clone() });
     let g2 = &second.runner.egraph;
     let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
-    let ex2_hvp = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true });
-    let ex2_explicit = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true, no_dense: false });
+    // the other two costs are wanted only by some models: their extractors are made when used
+    let ex2_hvp = std::cell::OnceCell::new();
+    let ex2_hvp = || ex2_hvp.get_or_init(|| Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true }));
+    let ex2_explicit = std::cell::OnceCell::new();
+    let ex2_explicit = || ex2_explicit.get_or_init(|| Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true, no_dense: false }));
     let mut tidied = second.roots.iter();
     let mut results = vec![];
     for &i in &order {
         let (loss, wrt, ord) = &wanted[i];
         let root = *tidied.next().unwrap();
-        let (_, term) = if *ord == 3 { ex2_hvp.find_best(root) } else { ex2.find_best(root) };
+        let (_, term) = if *ord == 3 { ex2_hvp().find_best(root) } else { ex2.find_best(root) };
         let mut trail = std::mem::take(&mut trails[i]);
         trail.push((2, derived[i].clone(), term.clone()));
         // the gradient in a matrix W is shaped like W: vec(G) is written G (the trail ends
@@ -499,7 +510,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     }
     let mut definitions: Vec<Definition> = quantities
         .into_iter()
-        .map(|(term, closed)| Definition { term, explicit: closed.map(|_| ex2_explicit.find_best(*tidied.next().unwrap()).1) })
+        .map(|(term, closed)| Definition { term, explicit: closed.map(|_| ex2_explicit().find_best(*tidied.next().unwrap()).1) })
         .collect();
     // A quantity is named as the tidied results write it (its argument may have been
     // tidied too): the form in the results of its e-class.
