@@ -5,7 +5,7 @@ use crate::analysis::{Facts, Graph};
 use crate::lang::Node;
 use crate::model::Model;
 use crate::rules::{family_rules, Rule};
-use egg::{CostFunction, Extractor, Id, Language, RecExpr, Runner, BackoffScheduler, StopReason, Symbol};
+use egg::{CostFunction, Extractor, Id, Language, RecExpr, StopReason, Symbol};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -178,8 +178,18 @@ pub fn new_graph(model: &Model) -> Graph {
 
 /// One saturation run over some terms.
 pub(crate) struct Phase {
-    pub runner: Runner<Node, Facts>,
+    pub egraph: Graph,
+    pub iterations: Vec<Iteration>,
+    pub stop_reason: Option<StopReason>,
     pub roots: Vec<Id>,
+}
+
+/// One iteration of a run: the e-graph's size (its hash-cons) and classes at its start,
+/// and how many times each rule changed the e-graph, in the order they first did.
+pub(crate) struct Iteration {
+    pub applied: Vec<(Symbol, usize)>,
+    pub egraph_nodes: usize,
+    pub egraph_classes: usize,
 }
 
 fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
@@ -192,40 +202,169 @@ pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>
     let roots: Vec<Id> = terms.iter().map(|t| egraph.add_expr(t)).collect();
     // the rules' searches remember their matches between iterations
     crate::ematch::Memory::start(&mut egraph);
-    let mut runner = Runner::default();
-    if let Some(goal) = until {
-        let (goal, root) = (goal.clone(), roots[0]);
-        runner = runner.with_hook(move |r| match r.egraph.lookup_expr(&goal) {
-            Some(id) if r.egraph.find(id) == r.egraph.find(root) => Err("reached".into()),
-            _ => Ok(()),
-        });
-    }
-    let runner = runner
-        .with_hook(|r| {
-            crate::ematch::Memory::observe(&r.egraph);
-            Ok(())
-        })
-        .with_egraph(egraph)
-        // a rule that matches more than 20 000 times in one iteration sits out a few: one
-        // iteration cannot grow the graph without bound between the limit checks
-        .with_scheduler(BackoffScheduler::default().with_initial_match_limit(20_000))
-        .with_iter_limit(limits.iterations)
-        .with_node_limit(limits.nodes)
-        .with_time_limit(Duration::from_secs_f64(limits.seconds))
-        .run(rewrites);
+    let goal = until.map(|g| (g, roots[0]));
+    let (iterations, stop_reason) = saturate(&mut egraph, rewrites, limits, goal);
+    let mut phase = Phase { egraph, iterations, stop_reason: Some(stop_reason), roots: vec![] };
     if std::env::var_os("EVOLVED_DEBUG").is_some() {
-        debug_dump(&runner);
+        debug_dump(&phase);
     }
-    let mut runner = runner;
-    crate::ematch::Memory::stop(&mut runner.egraph);
-    let found = crate::analysis::shape_conflicts(&runner.egraph);
-    runner.egraph.analysis.conflicts.extend(found);
-    let roots = roots.iter().map(|r| runner.egraph.find(*r)).collect();
-    Phase { runner, roots }
+    crate::ematch::Memory::stop(&mut phase.egraph);
+    let found = crate::analysis::shape_conflicts(&phase.egraph);
+    phase.egraph.analysis.conflicts.extend(found);
+    phase.roots = roots.iter().map(|r| phase.egraph.find(*r)).collect();
+    phase
+}
+
+/// How often (in rules searched or applied) the time limit is looked at.
+const CLOCK_EVERY: usize = 16;
+
+/// A rule's record in the backoff schedule (egg's `BackoffScheduler`, kept per name).
+struct Backoff {
+    times_applied: usize,
+    banned_until: usize,
+    times_banned: usize,
+    match_limit: usize,
+    ban_length: usize,
+}
+
+/// The saturation loop of egg's `Runner` with its `BackoffScheduler` (a rule that
+/// matches more than 20 000 times in one iteration sits out a few, so one iteration
+/// cannot grow the graph without bound between the limit checks), step for step: the
+/// same searches and applications in the same order, the same limits and stop reasons.
+/// It differs only in bookkeeping: rules that found nothing are not applied (that does
+/// nothing), and the clock is read every few rules instead of after each.
+fn saturate(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
+    // as egg's runner warns
+    let mut names: Vec<(Symbol, usize)> = vec![];
+    for rw in rules {
+        match names.iter_mut().find(|(n, _)| *n == rw.name) {
+            Some((_, k)) => *k += 1,
+            None => names.push((rw.name, 1)),
+        }
+    }
+    if names.iter().any(|(_, k)| *k > 1) {
+        eprintln!("WARNING: Duplicated rule names may affect rule reporting and scheduling.");
+        for (name, k) in names.iter().filter(|(_, k)| *k > 1) {
+            eprintln!("Rule '{name}' appears {k} times");
+        }
+    }
+    // the schedule is kept per rule name, as egg's is
+    let slot: Vec<usize> = rules.iter().map(|rw| names.iter().position(|(n, _)| *n == rw.name).unwrap()).collect();
+    let mut stats: Vec<Backoff> =
+        names.iter().map(|_| Backoff { times_applied: 0, banned_until: 0, times_banned: 0, match_limit: 20_000, ban_length: 5 }).collect();
+    let time_limit = Duration::from_secs_f64(limits.seconds);
+    egraph.rebuild();
+    let start = std::time::Instant::now();
+    let clock = || -> Result<(), StopReason> {
+        let elapsed = start.elapsed();
+        if elapsed > time_limit {
+            return Err(StopReason::TimeLimit(elapsed.as_secs_f64()));
+        }
+        Ok(())
+    };
+    let check = |egraph: &Graph, iteration: usize| -> Result<(), StopReason> {
+        clock()?;
+        let size = egraph.total_size();
+        if size > limits.nodes {
+            return Err(StopReason::NodeLimit(size));
+        }
+        if iteration >= limits.iterations {
+            return Err(StopReason::IterationLimit(iteration));
+        }
+        Ok(())
+    };
+    let mut iterations: Vec<Iteration> = vec![];
+    loop {
+        let i = iterations.len();
+        let mut result = check(egraph, i);
+        let (nodes, classes) = (egraph.total_size(), egraph.number_of_classes());
+        // the hooks: the goal, then the searches' memory
+        result = result.and_then(|_| match goal {
+            Some((g, root)) => match egraph.lookup_expr(g) {
+                Some(id) if egraph.find(id) == egraph.find(root) => Err(StopReason::Other("reached".into())),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        });
+        if result.is_ok() {
+            crate::ematch::Memory::observe(egraph);
+        }
+        let mut matches = Vec::with_capacity(rules.len());
+        if result.is_ok() {
+            for (k, rw) in rules.iter().enumerate() {
+                let s = &mut stats[slot[k]];
+                if i < s.banned_until {
+                    matches.push(vec![]);
+                } else {
+                    let threshold = s.match_limit.checked_shl(s.times_banned as u32).unwrap();
+                    let found = rw.search_with_limit(egraph, threshold.saturating_add(1));
+                    let total: usize = found.iter().map(|m| m.substs.len()).sum();
+                    if total > threshold {
+                        let ban_length = s.ban_length << s.times_banned;
+                        s.times_banned += 1;
+                        s.banned_until = i + ban_length;
+                        matches.push(vec![]);
+                    } else {
+                        s.times_applied += 1;
+                        matches.push(found);
+                    }
+                }
+                if k % CLOCK_EVERY == CLOCK_EVERY - 1 {
+                    if let Err(e) = clock() {
+                        result = Err(e);
+                        matches.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let mut applied: Vec<(Symbol, usize)> = vec![];
+        if result.is_ok() {
+            for (k, (rw, found)) in rules.iter().zip(matches).enumerate() {
+                if !found.is_empty() {
+                    let n = rw.apply(egraph, &found).len();
+                    if n > 0 {
+                        match applied.iter_mut().find(|(name, _)| *name == rw.name) {
+                            Some((_, m)) => *m += n,
+                            None => applied.push((rw.name, n)),
+                        }
+                    }
+                    let size = egraph.total_size();
+                    if size > limits.nodes {
+                        result = Err(StopReason::NodeLimit(size));
+                        break;
+                    }
+                }
+                if k % CLOCK_EVERY == CLOCK_EVERY - 1 {
+                    if let Err(e) = clock() {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        egraph.rebuild();
+        let can_stop = |stats: &mut Vec<Backoff>| {
+            let banned: Vec<&mut Backoff> = stats.iter_mut().filter(|s| s.banned_until > i).collect();
+            let Some(min_ban) = banned.iter().map(|s| s.banned_until).min() else { return true };
+            let delta = min_ban - i;
+            for s in banned {
+                s.banned_until -= delta;
+            }
+            false
+        };
+        if applied.is_empty() && can_stop(&mut stats) && nodes == egraph.total_size() && classes == egraph.number_of_classes() {
+            result = result.and(Err(StopReason::Saturated));
+        }
+        iterations.push(Iteration { applied, egraph_nodes: nodes, egraph_classes: classes });
+        if let Some(stop) = result.err().or_else(|| check(egraph, iterations.len()).err()) {
+            return (iterations, stop);
+        }
+    }
 }
 
 /// Why a run stopped, and for a limit, how far it got and which rules grew the graph most.
-fn stop_text(runner: &Runner<Node, Facts>) -> (String, bool) {
+fn stop_text(runner: &Phase) -> (String, bool) {
     let (text, saturated) = stop_reason(&runner.stop_reason);
     if saturated {
         return (text, true);
@@ -339,7 +478,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         let gi = wanted.iter().position(|(l, w, o)| *l == c.loss && w.as_deref() == Some(c.wrt.as_str()) && *o == 1);
         proved[i] = gi.is_some_and(|gi| first.roots[gi] == first.roots[n_terms + k]);
     }
-    let egraph = &first.runner.egraph;
+    let egraph = &first.egraph;
     let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false, no_dense: false });
     let mut derived: Vec<RecExpr<Node>> = first.roots[..n_terms].iter().map(|id| extractor.find_best(*id).1).collect();
     let mut covariance: Vec<bool> = vec![false; derived.len()];
@@ -418,7 +557,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         proved[i] = hi.is_some_and(|hi| second_stage.roots[hi] == second_stage.roots[n_hterms + k]);
     }
     {
-        let g = &second_stage.runner.egraph;
+        let g = &second_stage.egraph;
         let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false, no_dense: false });
         for (k, id) in second_stage.roots[..n_hterms].iter().enumerate() {
             derived.push(ex.find_best(*id).1);
@@ -484,7 +623,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
     let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
     stages.push(Stage { name: "tidy", rules: sets.all.clone(), shortcuts: vec![], terms: tidy_terms.clone() });
-    let g2 = &second.runner.egraph;
+    let g2 = &second.egraph;
     let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
     // the other two costs are wanted only by some models: their extractors are made when used
     let ex2_hvp = std::cell::OnceCell::new();
@@ -525,14 +664,14 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     definitions.sort_by_key(|d| !matches!(d.term.as_ref().last(), Some(Node::Mean(_))));
 
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
-    for it in first.runner.iterations.iter().chain(&second_stage.runner.iterations).chain(&second.runner.iterations) {
+    for it in first.iterations.iter().chain(&second_stage.iterations).chain(&second.iterations) {
         for (name, n) in &it.applied {
             *applied.entry(name.to_string()).or_default() += n;
         }
     }
-    let (stop1, sat1) = stop_text(&first.runner);
-    let (stop_h, sat_h) = stop_text(&second_stage.runner);
-    let (stop2, sat2) = stop_text(&second.runner);
+    let (stop1, sat1) = stop_text(&first);
+    let (stop_h, sat_h) = stop_text(&second_stage);
+    let (stop2, sat2) = stop_text(&second);
     let stop = if !sat1 {
         format!("gradient derivation {stop1}")
     } else if !sat_h {
@@ -542,7 +681,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     } else {
         stop1
     };
-    let gh = &second_stage.runner.egraph;
+    let gh = &second_stage.egraph;
     let mut assumptions: Vec<String> =
         egraph.analysis.assumptions.iter().chain(&gh.analysis.assumptions).chain(&g2.analysis.assumptions).cloned().collect();
     assumptions.sort();
@@ -554,7 +693,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         rules_applied: applied.into_iter().collect(),
         stop,
         saturated: sat1 && sat_h && sat2,
-        iterations: first.runner.iterations.len() + second_stage.runner.iterations.len() + second.runner.iterations.len(),
+        iterations: first.iterations.len() + second_stage.iterations.len() + second.iterations.len(),
         nodes: egraph.total_number_of_nodes() + gh.total_number_of_nodes() + g2.total_number_of_nodes(),
         classes: egraph.number_of_classes() + gh.number_of_classes() + g2.number_of_classes(),
         conflicts: egraph.analysis.conflicts.iter().chain(&gh.analysis.conflicts).chain(&g2.analysis.conflicts).cloned().collect(),
@@ -587,7 +726,7 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     }
     let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts), rules, &[t], limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
 }
@@ -612,7 +751,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     }
     let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let (cost, cov) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     // tidied together with every rule, as results are
     let mut every: Vec<Rule> = rules.to_vec();
@@ -620,7 +759,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     let tidy = every.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
     let terms: Vec<RecExpr<Node>> = if cost.0 == 0 { vec![mean, cov] } else { vec![mean] };
     let phase = run_graph(Graph::new(facts), &tidy, &terms, limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false });
     let mut out = phase.roots.iter().map(|r| ex.find_best(*r).1);
     Ok((out.next(), out.next()))
@@ -741,9 +880,9 @@ pub fn replace(e: &RecExpr<Node>, from: &RecExpr<Node>, to: &RecExpr<Node>) -> R
 }
 
 /// Per-iteration sizes and the largest classes, on stderr (set EVOLVED_DEBUG).
-fn debug_dump(runner: &Runner<Node, Facts>) {
+fn debug_dump(runner: &Phase) {
     for (i, it) in runner.iterations.iter().enumerate() {
-        let mut top: Vec<(&egg::Symbol, &usize)> = it.applied.iter().collect();
+        let mut top: Vec<(&egg::Symbol, &usize)> = it.applied.iter().map(|(n, k)| (n, k)).collect();
         top.sort_by(|a, b| b.1.cmp(a.1));
         eprintln!("iteration {i}: {} nodes, {} classes; most applied: {:?}", it.egraph_nodes, it.egraph_classes, &top[..top.len().min(5)]);
     }
