@@ -8,6 +8,10 @@
 //! (the classes in the order egg visits them now); only finding unchanged matches again
 //! is skipped.
 //!
+//! Where a class must be searched again, it is first checked cheaply (no allocation)
+//! for a node with the root's operator whose children hold the operators the pattern
+//! wants there; egg's search runs only where one does.
+//!
 //! A saturation run turns the memory on (`Memory::start`) and calls `Memory::observe` at
 //! the start of every iteration, after the rebuild; without it (replays with
 //! explanations) rules search as egg's patterns do.
@@ -67,6 +71,8 @@ pub struct Memory {
     seen: Vec<Option<Vec<Node>>>,
     /// the classes last observed
     live: Vec<Id>,
+    /// per class id: the operators (a mask) of its nodes
+    present: Vec<u64>,
     /// `changed[d][id]`: the operators (a mask) of the nodes that appeared, went or
     /// changed since the last observation in the class or the classes up to `d` levels
     /// below it; levels `0..levels` are up to date
@@ -116,6 +122,9 @@ impl Memory {
         let changed = &mut m.changed[0];
         changed.clear();
         changed.resize(size, 0);
+        if m.present.len() < size {
+            m.present.resize(size, 0);
+        }
         // classes merged into others are gone: their nodes now belong to (and their
         // parents' nodes point to) classes that changed, and no search starts at them
         for id in std::mem::take(&mut m.live) {
@@ -131,6 +140,7 @@ impl Memory {
             if old == new {
                 continue;
             }
+            m.present[i] = new.iter().fold(0, |ops, n| ops | bit(n));
             // both sorted: walk them together, noting the nodes only one has
             let (mut a, mut b, mut ops) = (0, 0, 0u64);
             while a < old.len() || b < new.len() {
@@ -190,6 +200,10 @@ pub struct Remembering {
     pattern: Pattern<Node>,
     /// the operators of the pattern's nodes
     ops: u64,
+    /// the root's operator, and for each of its children the operator the pattern
+    /// requires there (0 for a variable)
+    root: usize,
+    below: Vec<u64>,
     /// how many levels below a matched class the pattern's nodes reach
     depth: usize,
 }
@@ -206,7 +220,23 @@ impl Remembering {
             }
         }
         let depth = height.last().map_or(0, |h| h.saturating_sub(1));
-        Remembering { pattern: Pattern::new(ast), ops, depth }
+        let (root, below) = match nodes.last() {
+            Some(ENodeOrVar::ENode(e)) => (
+                e.op_index(),
+                e.children().iter().map(|c| if let ENodeOrVar::ENode(k) = &nodes[usize::from(*c)] { bit(k) } else { 0 }).collect(),
+            ),
+            _ => (usize::MAX, vec![]),
+        };
+        Remembering { pattern: Pattern::new(ast), ops, root, below, depth }
+    }
+
+    /// Whether the class (observed this iteration) can hold a match, by the operators
+    /// at its nodes and their children.
+    fn possible(&self, seen: &[Option<Vec<Node>>], present: &[u64], id: Id) -> bool {
+        let Some(nodes) = seen[usize::from(id)].as_deref() else { return true };
+        nodes.iter().any(|n| {
+            n.op_index() == self.root && n.children().len() == self.below.len() && n.children().iter().zip(&self.below).all(|(c, want)| present[usize::from(*c)] & want == *want)
+        })
     }
 }
 
@@ -249,6 +279,9 @@ impl Searcher<Node, Facts> for Remembering {
             let known = last.as_mut().filter(|_| changed[usize::from(id)] & self.ops == 0);
             let substs = match known {
                 Some(f) => f.matches.iter_mut().find(|(c, _)| *c == id).map(|(_, s)| std::mem::take(s)).unwrap_or_default(),
+                // a class can match only where one of its nodes with the root's operator
+                // has children holding the operators the pattern wants below it
+                None if !self.possible(&m.seen, &m.present, id) => vec![],
                 None => self.pattern.search_eclass_with_limit(egraph, id, limit).map(|f| f.substs).unwrap_or_default(),
             };
             if substs.is_empty() {
