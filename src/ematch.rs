@@ -21,8 +21,6 @@ use crate::lang::{Node, OPS};
 use egg::{ENodeOrVar, Id, Language, Pattern, PatternAst, SearchMatches, Searcher, Subst, Var};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 const _: () = assert!(OPS <= 64, "operator sets are u64 masks");
 
@@ -45,24 +43,6 @@ impl Clone for MemoryCell {
     }
 }
 
-/// Hashes a searcher's address (the keys are distinct words already).
-#[derive(Default)]
-struct AddressHasher(u64);
-
-impl Hasher for AddressHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 #[derive(Default)]
 pub struct Memory {
     /// counts the iterations observed
@@ -78,8 +58,10 @@ pub struct Memory {
     /// below it; levels `0..levels` are up to date
     changed: Vec<Vec<u64>>,
     levels: usize,
-    /// per rule (its searcher's address): its last search
-    rules: HashMap<usize, Found, BuildHasherDefault<AddressHasher>>,
+    /// the operators of all the nodes that changed since the last observation
+    everywhere: u64,
+    /// per rule (its searcher's serial number): its last search
+    rules: Vec<Option<Found>>,
 }
 
 /// One search: in which epoch, and its matches per class in the order searched (all of
@@ -112,6 +94,7 @@ impl Memory {
         let Some(m) = cell.as_mut() else { return };
         m.epoch += 1;
         m.levels = 1;
+        m.everywhere = 0;
         let size = egraph.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
         if m.seen.len() < size {
             m.seen.resize(size, None);
@@ -165,6 +148,7 @@ impl Memory {
                 }
             }
             changed[i] = ops;
+            m.everywhere |= ops;
             *seen = Some(class.nodes.clone());
         }
     }
@@ -197,6 +181,8 @@ impl Memory {
 
 /// A rule's left side that searches with the run's memory.
 pub struct Remembering {
+    /// numbers the searchers made in this process (an index into a run's memory)
+    serial: usize,
     pattern: Pattern<Node>,
     /// the operators of the pattern's nodes
     ops: u64,
@@ -227,7 +213,9 @@ impl Remembering {
             ),
             _ => (usize::MAX, vec![]),
         };
-        Remembering { pattern: Pattern::new(ast), ops, root, below, depth }
+        static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Remembering { serial, pattern: Pattern::new(ast), ops, root, below, depth }
     }
 
     /// Whether the class (observed this iteration) can hold a match, by the operators
@@ -237,6 +225,19 @@ impl Remembering {
         nodes.iter().any(|n| {
             n.op_index() == self.root && n.children().len() == self.below.len() && n.children().iter().zip(&self.below).all(|(c, want)| present[usize::from(*c)] & want == *want)
         })
+    }
+}
+
+impl Remembering {
+    /// The matches found, compared with egg's when `verify` is on.
+    fn verified<'a>(&'a self, egraph: &Graph, limit: usize, out: Vec<SearchMatches<'a, Node>>) -> Vec<SearchMatches<'a, Node>> {
+        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
+            let want = self.pattern.search_with_limit(egraph, limit);
+            let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
+            let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
+            assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
+        }
+        out
     }
 }
 
@@ -255,16 +256,25 @@ impl Searcher<Node, Facts> for Remembering {
             drop(cell);
             return self.pattern.search_with_limit(egraph, limit);
         };
+        // what the last search found, if it was in the last iteration
+        if m.rules.len() <= self.serial {
+            m.rules.resize_with(self.serial + 1, || None);
+        }
+        let mut last = m.rules[self.serial].take().filter(|f| f.epoch + 1 == m.epoch);
+        // nothing found then, and no node with the pattern's operators changed since:
+        // nothing now
+        if last.as_ref().is_some_and(|f| f.matches.is_empty() && m.everywhere & self.ops == 0) {
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches: vec![] });
+            drop(cell);
+            return self.verified(egraph, limit, vec![]);
+        }
         // as egg searches: the classes holding the root's operator, in their order now,
         // each up to the matches left under the limit
         let Some(ids) = egraph.classes_for_op(&root.discriminant()) else {
-            m.rules.remove(&(self as *const Self as usize));
-            return vec![];
+            drop(cell);
+            return self.verified(egraph, limit, vec![]);
         };
         m.up_to(egraph, self.depth);
-        let key = self as *const Self as usize;
-        // what the last search found, if it was in the last iteration
-        let mut last = m.rules.remove(&key).filter(|f| f.epoch + 1 == m.epoch);
         let changed = &m.changed[self.depth];
         let mut out = vec![];
         let mut matches = vec![];
@@ -296,15 +306,10 @@ impl Searcher<Node, Facts> for Remembering {
             matches.push((id, substs));
         }
         if complete {
-            m.rules.insert(key, Found { epoch: m.epoch, matches });
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches });
         }
-        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
-            let want = self.pattern.search_with_limit(egraph, limit0);
-            let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
-            let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
-            assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
-        }
-        out
+        drop(cell);
+        self.verified(egraph, limit0, out)
     }
 
     fn get_pattern_ast(&self) -> Option<&PatternAst<Node>> {
