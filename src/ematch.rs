@@ -60,6 +60,8 @@ pub struct Memory {
     levels: usize,
     /// the operators of all the nodes that changed since the last observation
     everywhere: u64,
+    /// the operators of all the nodes
+    anywhere: u64,
     /// per rule (its searcher's serial number): its last search
     rules: Vec<Option<Found>>,
 }
@@ -115,15 +117,18 @@ impl Memory {
                 m.seen[usize::from(id)] = None;
             }
         }
+        m.anywhere = 0;
         for class in egraph.classes() {
             m.live.push(class.id);
             let i = usize::from(class.id);
             let seen = &mut m.seen[i];
             let (old, new): (&[Node], &[Node]) = (seen.as_deref().unwrap_or(&[]), &class.nodes);
             if old == new {
+                m.anywhere |= m.present[i];
                 continue;
             }
             m.present[i] = new.iter().fold(0, |ops, n| ops | bit(n));
+            m.anywhere |= m.present[i];
             // both sorted: walk them together, noting the nodes only one has
             let (mut a, mut b, mut ops) = (0, 0, 0u64);
             while a < old.len() || b < new.len() {
@@ -256,6 +261,11 @@ impl Searcher<Node, Facts> for Remembering {
             drop(cell);
             return self.pattern.search_with_limit(egraph, limit);
         };
+        // a pattern with an operator no node has matches nowhere
+        if m.anywhere & self.ops != self.ops {
+            drop(cell);
+            return self.verified(egraph, limit, vec![]);
+        }
         // what the last search found, if it was in the last iteration
         if m.rules.len() <= self.serial {
             m.rules.resize_with(self.serial + 1, || None);
