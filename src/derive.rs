@@ -5,7 +5,7 @@ use crate::analysis::{Facts, Graph};
 use crate::lang::Node;
 use crate::model::Model;
 use crate::rules::{family_rules, Rule};
-use egg::{CostFunction, Extractor, Id, Language, RecExpr, StopReason, Symbol};
+use egg::{CostFunction, Id, Language, RecExpr, StopReason, Symbol};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -164,6 +164,81 @@ impl CostFunction<Node> for EvolvedCost<'_> {
         out.push_str(&text);
         out.push(')');
         (bad, family, foreign, size, out.into())
+    }
+}
+
+/// egg's `Extractor`, computing the same costs in the same passes (and so choosing the
+/// same terms), except that a node's cost is computed again only when one of its
+/// children's costs changed since: the cost function is pure, and ours builds text.
+pub struct Extractor<'a, CF: CostFunction<Node>> {
+    egraph: &'a Graph,
+    /// per class id: the best cost and node so far
+    best: Vec<Option<(CF::Cost, Node)>>,
+}
+
+impl<'a, CF: CostFunction<Node>> Extractor<'a, CF> {
+    pub fn new(egraph: &'a Graph, mut cost_function: CF) -> Self {
+        let size = egraph.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
+        let mut best: Vec<Option<(CF::Cost, Node)>> = vec![None; size];
+        // per class id: how many times its best cost was set (0: not yet)
+        let mut version = vec![0u64; size];
+        // per class, per node: its cost, and the sum of its children's versions then
+        // (versions only grow, so an equal sum means no child changed)
+        let mut known: Vec<Vec<Option<(CF::Cost, u64)>>> = vec![vec![]; size];
+        for class in egraph.classes() {
+            known[usize::from(class.id)] = vec![None; class.nodes.len()];
+        }
+        let mut did_something = true;
+        while did_something {
+            did_something = false;
+            for class in egraph.classes() {
+                let i = usize::from(class.id);
+                // as egg's make_pass: the first node of least cost, a node with a child
+                // without a cost costing more than any
+                let mut pick: Option<(CF::Cost, usize)> = None;
+                for (k, node) in class.nodes.iter().enumerate() {
+                    let mut stamp = 0u64;
+                    let mut ready = true;
+                    for c in node.children() {
+                        let v = version[usize::from(egraph.find(*c))];
+                        ready &= v > 0;
+                        stamp += v;
+                    }
+                    if !ready {
+                        continue;
+                    }
+                    let cost = match &known[i][k] {
+                        Some((cost, s)) if *s == stamp => cost.clone(),
+                        _ => {
+                            let cost = cost_function.cost(node, |c| best[usize::from(egraph.find(c))].as_ref().unwrap().0.clone());
+                            known[i][k] = Some((cost.clone(), stamp));
+                            cost
+                        }
+                    };
+                    if pick.as_ref().is_none_or(|(p, _)| cost.partial_cmp(p).unwrap() == std::cmp::Ordering::Less) {
+                        pick = Some((cost, k));
+                    }
+                }
+                let Some((cost, k)) = pick else { continue };
+                let better = match &best[i] {
+                    None => true,
+                    Some((old, _)) => cost < *old,
+                };
+                if better {
+                    best[i] = Some((cost, class.nodes[k].clone()));
+                    version[i] += 1;
+                    did_something = true;
+                }
+            }
+        }
+        Extractor { egraph, best }
+    }
+
+    /// The best term of a class, with its cost.
+    pub fn find_best(&self, eclass: Id) -> (CF::Cost, RecExpr<Node>) {
+        let at = |id: Id| self.best[usize::from(self.egraph.find(id))].as_ref().expect("a class with a cost");
+        let (cost, root) = at(eclass).clone();
+        (cost, root.build_recexpr(|id| at(id).1.clone()))
     }
 }
 
@@ -904,4 +979,43 @@ fn debug_dump(runner: &Phase) {
 /// The subterm rooted at `id`.
 pub fn subterm(term: &RecExpr<Node>, id: Id) -> RecExpr<Node> {
     term[id].build_recexpr(|c| term[c].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our extractor chooses what egg's does, for every class of the examples' gradient
+    /// e-graphs and under every cost.
+    #[test]
+    fn extractor_is_eggs() {
+        let rules = crate::default_rules();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "ef") {
+                continue;
+            }
+            let model = crate::model_from_text(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let sets = rule_sets(&rules, family_rules(&model)).unwrap();
+            let terms: Vec<RecExpr<Node>> = model
+                .requests
+                .iter()
+                .map(|r| {
+                    let loss = model.loss(&r.loss).unwrap();
+                    gradient(loss, &r.wrt, entry_length_in(Some(&model), model.vars[&r.wrt].shape, loss, &r.wrt))
+                })
+                .collect();
+            let phase = run_phase(&model, &sets.derive_rules, &terms, &Limits::default());
+            let g = &phase.egraph;
+            let foreign: Vec<Symbol> = model.families.iter().filter(|f| f.from_catalog).map(|f| Symbol::from(f.name.as_str())).take(3).collect();
+            for (explicit_only, no_dense) in [(false, false), (false, true), (true, false)] {
+                let cost = || EvolvedCost { egraph: g, foreign: &foreign, explicit_only, no_dense };
+                let (ours, eggs) = (Extractor::new(g, cost()), egg::Extractor::new(g, cost()));
+                for c in g.classes() {
+                    assert_eq!(ours.find_best(c.id), eggs.find_best(c.id), "{}: class {}", p.display(), c.id);
+                }
+            }
+        }
+    }
 }
