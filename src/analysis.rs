@@ -37,6 +37,8 @@ pub struct Facts {
     pub assumptions: BTreeSet<String>,
     /// classes that were asked to hold two shapes (a rule bug)
     pub conflicts: Vec<String>,
+    /// what the rules' searches remember between iterations of a run
+    pub(crate) memory: crate::ematch::MemoryCell,
 }
 
 impl Facts {

@@ -158,13 +158,30 @@ pub fn load_sources(a: &RulesArgs) -> Result<RuleSources, String> {
 /// The catalog's family declarations.
 /// Each family is built and validated here, so its errors point into its own file.
 pub fn catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String> {
-    // the built-in catalog is read and validated once per process
-    static BUILTIN: std::sync::OnceLock<Result<Vec<FamilyDecl>, String>> = std::sync::OnceLock::new();
-    let builtin = families.len() == DEFAULT_FAMILIES.len() && families.iter().zip(DEFAULT_FAMILIES).all(|((f, s), (g, t))| f == g && s == t);
-    if builtin {
-        return BUILTIN.get_or_init(|| read_catalog(families)).clone();
+    if is_builtin(families) {
+        return builtin_catalog().0.clone();
     }
     read_catalog(families)
+}
+
+fn is_builtin(families: &[(String, String)]) -> bool {
+    families.len() == DEFAULT_FAMILIES.len() && families.iter().zip(DEFAULT_FAMILIES).all(|((f, s), (g, t))| f == g && s == t)
+}
+
+/// The built-in catalog, read and validated once per process: its declarations, and
+/// its families as models hold them.
+#[allow(clippy::type_complexity)]
+fn builtin_catalog() -> &'static (Result<Vec<FamilyDecl>, String>, Result<Vec<crate::model::Family>, SyntaxError>) {
+    static BUILTIN: std::sync::OnceLock<(Result<Vec<FamilyDecl>, String>, Result<Vec<crate::model::Family>, SyntaxError>)> = std::sync::OnceLock::new();
+    BUILTIN.get_or_init(|| {
+        let files: Vec<(String, String)> = DEFAULT_FAMILIES.iter().map(|(f, s)| (f.to_string(), s.to_string())).collect();
+        let decls = read_catalog(&files);
+        let built = match &decls {
+            Ok(d) => crate::model::catalog_families(d),
+            Err(_) => Ok(vec![]),
+        };
+        (decls, built)
+    })
 }
 
 fn read_catalog(families: &[(String, String)]) -> Result<Vec<FamilyDecl>, String> {
@@ -226,8 +243,14 @@ pub fn diagnostic(file: &str, src: &str, e: &SyntaxError) -> String {
 /// A model from its text, with the given family catalog; errors are diagnostics.
 pub fn model_from_source(file: &str, src: &str, families: &[(String, String)]) -> Result<Model, String> {
     let stmts = parse_model(src).map_err(|e| diagnostic(file, src, &e))?;
-    let cat = catalog(families)?;
-    let model = build_model(&stmts, &cat).map_err(|e| diagnostic(file, src, &e))?;
+    let model = if is_builtin(families) {
+        let (decls, built) = builtin_catalog();
+        decls.as_ref().map_err(|e| e.clone())?;
+        crate::model::build_model_from(&stmts, || built.clone())
+    } else {
+        build_model(&stmts, &catalog(families)?)
+    };
+    let model = model.map_err(|e| diagnostic(file, src, &e))?;
     // the catalog's families were validated by `catalog`; the model's own here, in place
     for f in model.families.iter().filter(|f| !f.from_catalog) {
         crate::check::validate_families(&Model { families: vec![f.clone()], ..Default::default() })

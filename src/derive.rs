@@ -5,7 +5,7 @@ use crate::analysis::{Facts, Graph};
 use crate::lang::Node;
 use crate::model::Model;
 use crate::rules::{family_rules, Rule};
-use egg::{CostFunction, Extractor, Id, Language, RecExpr, Runner, BackoffScheduler, StopReason, Symbol};
+use egg::{CostFunction, Id, Language, RecExpr, StopReason, Symbol};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -101,8 +101,9 @@ pub struct EvolvedCost<'a> {
     pub no_dense: bool,
 }
 
-/// (unevaluated, family-level, foreign family, size, text)
-pub type Cost = (u32, u32, u32, u32, String);
+/// (unevaluated, family-level, foreign family, size, text); the text is shared, as the
+/// extractor copies children's costs into their parents' for every pass
+pub type Cost = (u32, u32, u32, u32, std::rc::Rc<str>);
 
 impl CostFunction<Node> for EvolvedCost<'_> {
     type Cost = Cost;
@@ -139,7 +140,9 @@ impl CostFunction<Node> for EvolvedCost<'_> {
                 bad = bad.saturating_add(1);
             }
         }
-        let mut text = enode.to_string();
+        use std::fmt::Write;
+        let mut text = String::with_capacity(64);
+        let _ = write!(text, "{enode}");
         for (i, c) in enode.children().iter().enumerate() {
             let (b, f, o, mut s, t) = costs(*c);
             // a literal exponent is part of the power's symbol: a² is smaller than a·a
@@ -148,7 +151,8 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             }
             // the family's name costs nothing
             if i == 0 && enode.is_family_quantity() {
-                text.push_str(&format!(" {t}"));
+                text.push(' ');
+                text.push_str(&t);
                 continue;
             }
             bad = bad.saturating_add(b);
@@ -159,7 +163,86 @@ impl CostFunction<Node> for EvolvedCost<'_> {
             text.push_str(&t);
         }
         text.truncate(200);
-        (bad, family, foreign, size, format!("({text})"))
+        let mut out = String::with_capacity(text.len() + 2);
+        out.push('(');
+        out.push_str(&text);
+        out.push(')');
+        (bad, family, foreign, size, out.into())
+    }
+}
+
+/// egg's `Extractor`, computing the same costs in the same passes (and so choosing the
+/// same terms), except that a node's cost is computed again only when one of its
+/// children's costs changed since: the cost function is pure, and ours builds text.
+pub struct Extractor<'a, CF: CostFunction<Node>> {
+    egraph: &'a Graph,
+    /// per class id: the best cost and node so far
+    best: Vec<Option<(CF::Cost, Node)>>,
+}
+
+impl<'a, CF: CostFunction<Node>> Extractor<'a, CF> {
+    pub fn new(egraph: &'a Graph, mut cost_function: CF) -> Self {
+        let size = egraph.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
+        let mut best: Vec<Option<(CF::Cost, Node)>> = vec![None; size];
+        // per class id: how many times its best cost was set (0: not yet)
+        let mut version = vec![0u64; size];
+        // per class, per node: its cost, and the sum of its children's versions then
+        // (versions only grow, so an equal sum means no child changed)
+        let mut known: Vec<Vec<Option<(CF::Cost, u64)>>> = vec![vec![]; size];
+        for class in egraph.classes() {
+            known[usize::from(class.id)] = vec![None; class.nodes.len()];
+        }
+        let mut did_something = true;
+        while did_something {
+            did_something = false;
+            for class in egraph.classes() {
+                let i = usize::from(class.id);
+                // as egg's make_pass: the first node of least cost, a node with a child
+                // without a cost costing more than any
+                let mut pick: Option<(CF::Cost, usize)> = None;
+                for (k, node) in class.nodes.iter().enumerate() {
+                    let mut stamp = 0u64;
+                    let mut ready = true;
+                    for c in node.children() {
+                        let v = version[usize::from(egraph.find(*c))];
+                        ready &= v > 0;
+                        stamp += v;
+                    }
+                    if !ready {
+                        continue;
+                    }
+                    let cost = match &known[i][k] {
+                        Some((cost, s)) if *s == stamp => cost.clone(),
+                        _ => {
+                            let cost = cost_function.cost(node, |c| best[usize::from(egraph.find(c))].as_ref().unwrap().0.clone());
+                            known[i][k] = Some((cost.clone(), stamp));
+                            cost
+                        }
+                    };
+                    if pick.as_ref().is_none_or(|(p, _)| cost.partial_cmp(p).unwrap() == std::cmp::Ordering::Less) {
+                        pick = Some((cost, k));
+                    }
+                }
+                let Some((cost, k)) = pick else { continue };
+                let better = match &best[i] {
+                    None => true,
+                    Some((old, _)) => cost < *old,
+                };
+                if better {
+                    best[i] = Some((cost, class.nodes[k].clone()));
+                    version[i] += 1;
+                    did_something = true;
+                }
+            }
+        }
+        Extractor { egraph, best }
+    }
+
+    /// The best term of a class, with its cost.
+    pub fn find_best(&self, eclass: Id) -> (CF::Cost, RecExpr<Node>) {
+        let at = |id: Id| self.best[usize::from(self.egraph.find(id))].as_ref().expect("a class with a cost");
+        let (cost, root) = at(eclass).clone();
+        (cost, root.build_recexpr(|id| at(id).1.clone()))
     }
 }
 
@@ -174,8 +257,18 @@ pub fn new_graph(model: &Model) -> Graph {
 
 /// One saturation run over some terms.
 pub(crate) struct Phase {
-    pub runner: Runner<Node, Facts>,
+    pub egraph: Graph,
+    pub iterations: Vec<Iteration>,
+    pub stop_reason: Option<StopReason>,
     pub roots: Vec<Id>,
+}
+
+/// One iteration of a run: the e-graph's size (its hash-cons) and classes at its start,
+/// and how many times each rule changed the e-graph, in the order they first did.
+pub(crate) struct Iteration {
+    pub applied: Vec<(Symbol, usize)>,
+    pub egraph_nodes: usize,
+    pub egraph_classes: usize,
 }
 
 fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits) -> Phase {
@@ -186,35 +279,171 @@ fn run_phase(model: &Model, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[Rec
 /// `until`).
 pub(crate) fn run_graph(mut egraph: Graph, rewrites: &[egg::Rewrite<Node, Facts>], terms: &[RecExpr<Node>], limits: &Limits, until: Option<&RecExpr<Node>>) -> Phase {
     let roots: Vec<Id> = terms.iter().map(|t| egraph.add_expr(t)).collect();
-    let mut runner = Runner::default();
-    if let Some(goal) = until {
-        let (goal, root) = (goal.clone(), roots[0]);
-        runner = runner.with_hook(move |r| match r.egraph.lookup_expr(&goal) {
-            Some(id) if r.egraph.find(id) == r.egraph.find(root) => Err("reached".into()),
-            _ => Ok(()),
-        });
-    }
-    let runner = runner
-        .with_egraph(egraph)
-        // a rule that matches more than 20 000 times in one iteration sits out a few: one
-        // iteration cannot grow the graph without bound between the limit checks
-        .with_scheduler(BackoffScheduler::default().with_initial_match_limit(20_000))
-        .with_iter_limit(limits.iterations)
-        .with_node_limit(limits.nodes)
-        .with_time_limit(Duration::from_secs_f64(limits.seconds))
-        .run(rewrites);
+    // the rules' searches remember their matches between iterations
+    crate::ematch::Memory::start(&mut egraph);
+    let goal = until.map(|g| (g, roots[0]));
+    let (iterations, stop_reason) = saturate(&mut egraph, rewrites, limits, goal);
+    let mut phase = Phase { egraph, iterations, stop_reason: Some(stop_reason), roots: vec![] };
     if std::env::var_os("EVOLVED_DEBUG").is_some() {
-        debug_dump(&runner);
+        debug_dump(&phase);
     }
-    let mut runner = runner;
-    let found = crate::analysis::shape_conflicts(&runner.egraph);
-    runner.egraph.analysis.conflicts.extend(found);
-    let roots = roots.iter().map(|r| runner.egraph.find(*r)).collect();
-    Phase { runner, roots }
+    crate::ematch::Memory::stop(&mut phase.egraph);
+    let found = crate::analysis::shape_conflicts(&phase.egraph);
+    phase.egraph.analysis.conflicts.extend(found);
+    phase.roots = roots.iter().map(|r| phase.egraph.find(*r)).collect();
+    phase
+}
+
+/// How often (in rules searched or applied) the time limit is looked at.
+const CLOCK_EVERY: usize = 16;
+
+/// A rule's record in the backoff schedule (egg's `BackoffScheduler`, kept per name).
+struct Backoff {
+    times_applied: usize,
+    banned_until: usize,
+    times_banned: usize,
+    match_limit: usize,
+    ban_length: usize,
+}
+
+/// The saturation loop of egg's `Runner` with its `BackoffScheduler` (a rule that
+/// matches more than 20 000 times in one iteration sits out a few, so one iteration
+/// cannot grow the graph without bound between the limit checks), step for step: the
+/// same searches and applications in the same order, the same limits and stop reasons.
+/// It differs only in bookkeeping: rules that found nothing are not applied (that does
+/// nothing), and the clock is read every few rules instead of after each.
+fn saturate(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
+    // as egg's runner warns
+    let mut names: Vec<(Symbol, usize)> = vec![];
+    for rw in rules {
+        match names.iter_mut().find(|(n, _)| *n == rw.name) {
+            Some((_, k)) => *k += 1,
+            None => names.push((rw.name, 1)),
+        }
+    }
+    if names.iter().any(|(_, k)| *k > 1) {
+        eprintln!("WARNING: Duplicated rule names may affect rule reporting and scheduling.");
+        for (name, k) in names.iter().filter(|(_, k)| *k > 1) {
+            eprintln!("Rule '{name}' appears {k} times");
+        }
+    }
+    // the schedule is kept per rule name, as egg's is
+    let slot: Vec<usize> = rules.iter().map(|rw| names.iter().position(|(n, _)| *n == rw.name).unwrap()).collect();
+    let mut stats: Vec<Backoff> =
+        names.iter().map(|_| Backoff { times_applied: 0, banned_until: 0, times_banned: 0, match_limit: 20_000, ban_length: 5 }).collect();
+    let time_limit = Duration::from_secs_f64(limits.seconds);
+    egraph.rebuild();
+    let start = std::time::Instant::now();
+    let clock = || -> Result<(), StopReason> {
+        let elapsed = start.elapsed();
+        if elapsed > time_limit {
+            return Err(StopReason::TimeLimit(elapsed.as_secs_f64()));
+        }
+        Ok(())
+    };
+    let check = |egraph: &Graph, iteration: usize| -> Result<(), StopReason> {
+        clock()?;
+        let size = egraph.total_size();
+        if size > limits.nodes {
+            return Err(StopReason::NodeLimit(size));
+        }
+        if iteration >= limits.iterations {
+            return Err(StopReason::IterationLimit(iteration));
+        }
+        Ok(())
+    };
+    let mut iterations: Vec<Iteration> = vec![];
+    loop {
+        let i = iterations.len();
+        let mut result = check(egraph, i);
+        let (nodes, classes) = (egraph.total_size(), egraph.number_of_classes());
+        // the hooks: the goal, then the searches' memory
+        result = result.and_then(|_| match goal {
+            Some((g, root)) => match egraph.lookup_expr(g) {
+                Some(id) if egraph.find(id) == egraph.find(root) => Err(StopReason::Other("reached".into())),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        });
+        if result.is_ok() {
+            crate::ematch::Memory::observe(egraph);
+        }
+        let mut matches = Vec::with_capacity(rules.len());
+        if result.is_ok() {
+            for (k, rw) in rules.iter().enumerate() {
+                let s = &mut stats[slot[k]];
+                if i < s.banned_until {
+                    matches.push(vec![]);
+                } else {
+                    let threshold = s.match_limit.checked_shl(s.times_banned as u32).unwrap();
+                    let found = rw.search_with_limit(egraph, threshold.saturating_add(1));
+                    let total: usize = found.iter().map(|m| m.substs.len()).sum();
+                    if total > threshold {
+                        let ban_length = s.ban_length << s.times_banned;
+                        s.times_banned += 1;
+                        s.banned_until = i + ban_length;
+                        matches.push(vec![]);
+                    } else {
+                        s.times_applied += 1;
+                        matches.push(found);
+                    }
+                }
+                if k % CLOCK_EVERY == CLOCK_EVERY - 1 {
+                    if let Err(e) = clock() {
+                        result = Err(e);
+                        matches.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        let mut applied: Vec<(Symbol, usize)> = vec![];
+        if result.is_ok() {
+            for (k, (rw, found)) in rules.iter().zip(matches).enumerate() {
+                if !found.is_empty() {
+                    let n = rw.apply(egraph, &found).len();
+                    if n > 0 {
+                        match applied.iter_mut().find(|(name, _)| *name == rw.name) {
+                            Some((_, m)) => *m += n,
+                            None => applied.push((rw.name, n)),
+                        }
+                    }
+                    let size = egraph.total_size();
+                    if size > limits.nodes {
+                        result = Err(StopReason::NodeLimit(size));
+                        break;
+                    }
+                }
+                if k % CLOCK_EVERY == CLOCK_EVERY - 1 {
+                    if let Err(e) = clock() {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        egraph.rebuild();
+        let can_stop = |stats: &mut Vec<Backoff>| {
+            let banned: Vec<&mut Backoff> = stats.iter_mut().filter(|s| s.banned_until > i).collect();
+            let Some(min_ban) = banned.iter().map(|s| s.banned_until).min() else { return true };
+            let delta = min_ban - i;
+            for s in banned {
+                s.banned_until -= delta;
+            }
+            false
+        };
+        if applied.is_empty() && can_stop(&mut stats) && nodes == egraph.total_size() && classes == egraph.number_of_classes() {
+            result = result.and(Err(StopReason::Saturated));
+        }
+        iterations.push(Iteration { applied, egraph_nodes: nodes, egraph_classes: classes });
+        if let Some(stop) = result.err().or_else(|| check(egraph, iterations.len()).err()) {
+            return (iterations, stop);
+        }
+    }
 }
 
 /// Why a run stopped, and for a limit, how far it got and which rules grew the graph most.
-fn stop_text(runner: &Runner<Node, Facts>) -> (String, bool) {
+fn stop_text(runner: &Phase) -> (String, bool) {
     let (text, saturated) = stop_reason(&runner.stop_reason);
     if saturated {
         return (text, true);
@@ -247,25 +476,59 @@ fn stop_reason(r: &Option<StopReason>) -> (String, bool) {
     }
 }
 
-/// Derives every requested quantity of the model with these rules: first the derivation
-/// (calculus, expectations, family identities and the algebra they need), then a tidy
-/// phase over the extracted results with every rule, where sign and order rewrites cannot
-/// multiply the work of differentiation.
-pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
+/// The rules of a derivation, the caller's followed by the model's family rules: the
+/// derivation set and the whole set, each with its compiled rewrites.
+struct RuleSets {
+    all: std::sync::Arc<[Rule]>,
+    derive_set: std::sync::Arc<[Rule]>,
+    derive_rules: Vec<egg::Rewrite<Node, Facts>>,
+    tidy_rules: Vec<egg::Rewrite<Node, Facts>>,
+    /// the derivation rules' names, joined by commas (part of the family-mean cache key)
+    derive_names: String,
+}
+
+/// The rule sets for these rules and family rules, made once per process for each
+/// distinct set: copying a few hundred rules costs more than some of the saturation runs.
+fn rule_sets(rules: &[Rule], family: Vec<Rule>) -> Result<std::sync::Arc<RuleSets>, String> {
+    type Cache = std::sync::Mutex<Vec<std::sync::Arc<RuleSets>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let same = |s: &RuleSets| s.all.len() == rules.len() + family.len() && s.all.iter().zip(rules.iter().chain(&family)).all(|(a, b)| a == b);
+    if let Some(hit) = CACHE.get_or_init(Default::default).lock().unwrap().iter().find(|s| same(s)) {
+        return Ok(hit.clone());
+    }
     // compile the caller's rules in place, so that the copies below share the compiled form
     for r in rules {
         r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))?;
     }
     let mut all: Vec<Rule> = rules.to_vec();
-    all.extend(family_rules(model));
+    all.extend(family);
     let compile = |rs: &[&Rule]| {
         rs.iter().map(|r| r.rewrite().map_err(|e| format!("rule {} ({}): {e}", r.name, r.origin))).collect::<Result<Vec<_>, _>>()
     };
-    let foreign: Vec<Symbol> =
-        (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
     let derive_set: std::sync::Arc<[Rule]> = all.iter().filter(|r| r.derive).cloned().collect();
     let derive_rules = compile(&derive_set.iter().collect::<Vec<_>>())?;
     let tidy_rules = compile(&all.iter().collect::<Vec<_>>())?;
+    let derive_names = derive_rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(",");
+    let sets = std::sync::Arc::new(RuleSets { all: all.into(), derive_set, derive_rules, tidy_rules, derive_names });
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    // a few sets at a time: each model's families give its own
+    if cache.len() >= 32 {
+        cache.remove(0);
+    }
+    cache.push(sets.clone());
+    Ok(sets)
+}
+
+/// Derives every requested quantity of the model with these rules: first the derivation
+/// (calculus, expectations, family identities and the algebra they need), then a tidy
+/// phase over the extracted results with every rule, where sign and order rewrites cannot
+/// multiply the work of differentiation.
+pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivation, String> {
+    let sets = rule_sets(rules, family_rules(model))?;
+    let foreign: Vec<Symbol> =
+        (0..model.families.len()).filter(|&i| !model.uses_family(i)).map(|i| Symbol::from(model.families[i].name.as_str())).collect();
+    let derive_set = sets.derive_set.clone();
+    let derive_rules = &sets.derive_rules;
 
     // Stage 1: the losses and their gradients, transpose(jac(J, x)).
     let mut wanted: Vec<(String, Option<String>, usize)> = vec![];
@@ -301,7 +564,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         let gi = wanted.iter().position(|(l, w, o)| *l == c.loss && w.as_deref() == Some(c.wrt.as_str()) && *o == 1);
         proved[i] = gi.is_some_and(|gi| first.roots[gi] == first.roots[n_terms + k]);
     }
-    let egraph = &first.runner.egraph;
+    let egraph = &first.egraph;
     let extractor = Extractor::new(egraph, EvolvedCost { egraph, foreign: &foreign, explicit_only: false, no_dense: false });
     let mut derived: Vec<RecExpr<Node>> = first.roots[..n_terms].iter().map(|id| extractor.find_best(*id).1).collect();
     let mut covariance: Vec<bool> = vec![false; derived.len()];
@@ -351,7 +614,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             if means.contains_key(&fam.name) {
                 continue;
             }
-            let closed = family_mean(model, fam, &derive_rules, &foreign, limits);
+            let closed = family_mean(model, fam, derive_rules, &sets.derive_names, &foreign, limits);
             if let Some(c) = &closed {
                 for rule in crate::rules::mean_rule(fam, c) {
                     hessian_rules.push(rule.rewrite()?);
@@ -369,7 +632,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let second_stage = run_phase(model, &hessian_rules, &hterms, limits);
     // the tidy phase knows the closed forms too: a mean equal to a variable (E[x] = μ)
     // is written as the variable
-    let mut tidy_rules = tidy_rules;
+    let mut tidy_rules = sets.tidy_rules.clone();
     for r in &shortcuts {
         tidy_rules.push(r.rewrite()?);
     }
@@ -380,7 +643,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         proved[i] = hi.is_some_and(|hi| second_stage.roots[hi] == second_stage.roots[n_hterms + k]);
     }
     {
-        let g = &second_stage.runner.egraph;
+        let g = &second_stage.egraph;
         let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &foreign, explicit_only: false, no_dense: false });
         for (k, id) in second_stage.roots[..n_hterms].iter().enumerate() {
             derived.push(ex.find_best(*id).1);
@@ -425,13 +688,13 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
             let closed = match n {
                 Node::Mean(_) => means
                     .entry(fam.name.clone())
-                    .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
+                    .or_insert_with(|| family_mean(model, fam, derive_rules, &sets.derive_names, &foreign, limits))
                     .clone(),
                 // Cov[T] = ∂E[T]/∂η, from the closed-form mean (not for a vector of scalar members)
                 Node::Cov(_) if fam.param_shape.is_scalar() && !model.is_scalar_term(&subterm(t, *arg)) => continue,
                 Node::Cov(_) => means
                     .entry(fam.name.clone())
-                    .or_insert_with(|| family_mean(model, fam, &derive_rules, &foreign, limits))
+                    .or_insert_with(|| family_mean(model, fam, derive_rules, &sets.derive_names, &foreign, limits))
                     .clone()
                     .and_then(|m| family_cov(model, fam, &m, &derive_rules, &foreign, limits)),
                 // a scalar family at a vector: the members' A summed
@@ -452,17 +715,20 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     let mut tidy_terms: Vec<RecExpr<Node>> = order.iter().map(|&i| derived[i].clone()).collect();
     tidy_terms.extend(quantities.iter().filter_map(|(_, c)| c.clone()));
     let second = run_phase(model, &tidy_rules, &tidy_terms, limits);
-    stages.push(Stage { name: "tidy", rules: all.into(), shortcuts: vec![], terms: tidy_terms.clone() });
-    let g2 = &second.runner.egraph;
+    stages.push(Stage { name: "tidy", rules: sets.all.clone(), shortcuts: vec![], terms: tidy_terms.clone() });
+    let g2 = &second.egraph;
     let ex2 = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: false });
-    let ex2_hvp = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true });
-    let ex2_explicit = Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true, no_dense: false });
+    // the other two costs are wanted only by some models: their extractors are made when used
+    let ex2_hvp = std::cell::OnceCell::new();
+    let ex2_hvp = || ex2_hvp.get_or_init(|| Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: false, no_dense: true }));
+    let ex2_explicit = std::cell::OnceCell::new();
+    let ex2_explicit = || ex2_explicit.get_or_init(|| Extractor::new(g2, EvolvedCost { egraph: g2, foreign: &foreign, explicit_only: true, no_dense: false }));
     let mut tidied = second.roots.iter();
     let mut results = vec![];
     for &i in &order {
         let (loss, wrt, ord) = &wanted[i];
         let root = *tidied.next().unwrap();
-        let (_, term) = if *ord == 3 { ex2_hvp.find_best(root) } else { ex2.find_best(root) };
+        let (_, term) = if *ord == 3 { ex2_hvp().find_best(root) } else { ex2.find_best(root) };
         let mut trail = std::mem::take(&mut trails[i]);
         trail.push((2, derived[i].clone(), term.clone()));
         // the gradient in a matrix W is shaped like W: vec(G) is written G (the trail ends
@@ -476,7 +742,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     }
     let mut definitions: Vec<Definition> = quantities
         .into_iter()
-        .map(|(term, closed)| Definition { term, explicit: closed.map(|_| ex2_explicit.find_best(*tidied.next().unwrap()).1) })
+        .map(|(term, closed)| Definition { term, explicit: closed.map(|_| ex2_explicit().find_best(*tidied.next().unwrap()).1) })
         .collect();
     // A quantity is named as the tidied results write it (its argument may have been
     // tidied too): the form in the results of its e-class.
@@ -491,14 +757,14 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     definitions.sort_by_key(|d| !matches!(d.term.as_ref().last(), Some(Node::Mean(_))));
 
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
-    for it in first.runner.iterations.iter().chain(&second_stage.runner.iterations).chain(&second.runner.iterations) {
+    for it in first.iterations.iter().chain(&second_stage.iterations).chain(&second.iterations) {
         for (name, n) in &it.applied {
             *applied.entry(name.to_string()).or_default() += n;
         }
     }
-    let (stop1, sat1) = stop_text(&first.runner);
-    let (stop_h, sat_h) = stop_text(&second_stage.runner);
-    let (stop2, sat2) = stop_text(&second.runner);
+    let (stop1, sat1) = stop_text(&first);
+    let (stop_h, sat_h) = stop_text(&second_stage);
+    let (stop2, sat2) = stop_text(&second);
     let stop = if !sat1 {
         format!("gradient derivation {stop1}")
     } else if !sat_h {
@@ -508,7 +774,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     } else {
         stop1
     };
-    let gh = &second_stage.runner.egraph;
+    let gh = &second_stage.egraph;
     let mut assumptions: Vec<String> =
         egraph.analysis.assumptions.iter().chain(&gh.analysis.assumptions).chain(&g2.analysis.assumptions).cloned().collect();
     assumptions.sort();
@@ -520,7 +786,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         rules_applied: applied.into_iter().collect(),
         stop,
         saturated: sat1 && sat_h && sat2,
-        iterations: first.runner.iterations.len() + second_stage.runner.iterations.len() + second.runner.iterations.len(),
+        iterations: first.iterations.len() + second_stage.iterations.len() + second.iterations.len(),
         nodes: egraph.total_number_of_nodes() + gh.total_number_of_nodes() + g2.total_number_of_nodes(),
         classes: egraph.number_of_classes() + gh.number_of_classes() + g2.number_of_classes(),
         conflicts: egraph.analysis.conflicts.iter().chain(&gh.analysis.conflicts).chain(&g2.analysis.conflicts).cloned().collect(),
@@ -531,12 +797,11 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
 
 /// E[T(x)] of a family in its own parameter η, derived from A(η) by the rules
 /// (A′(η) = E[T]): the family-free form of the gradient of A.
-fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
+fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], names: &str, foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
     // The same family under the same rules always gives the same mean: remember it.
     type Cache = std::sync::Mutex<std::collections::HashMap<String, Option<RecExpr<Node>>>>;
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
-    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-    let key = format!("{}|{}|{}|{:?}|{}", fam.name, fam.param, fam.logpart, fam.param_shape, names.join(","));
+    let key = format!("{}|{}|{}|{:?}|{}", fam.name, fam.param, fam.logpart, fam.param_shape, names);
     if let Some(hit) = CACHE.get_or_init(Default::default).lock().unwrap().get(&key) {
         return hit.clone();
     }
@@ -548,7 +813,7 @@ fn family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<
 fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
     let t = gradient(&fam.logpart, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(family_facts(model, fam)), rules, &[t], limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     // for a matrix η, E[T] has η's shape: vec(M) is M
     let best = if fam.param_shape.is_matrix() { unvec(&family_model_of(model, fam), &best).unwrap_or(best) } else { best };
@@ -580,7 +845,7 @@ fn family_facts(model: &Model, fam: &crate::model::Family) -> Facts {
 fn family_cov(model: &Model, fam: &crate::model::Family, mean: &RecExpr<Node>, rules: &[egg::Rewrite<Node, Facts>], foreign: &[Symbol], limits: &Limits) -> Option<RecExpr<Node>> {
     let jac = jacobian(mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(family_facts(model, fam)), rules, &[jac], limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     (cost.0 == 0).then_some(best)
 }
@@ -601,7 +866,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     let facts = family_facts(&model, &fam);
     let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let (cost, cov) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     // tidied together with every rule, as results are
     let mut every: Vec<Rule> = rules.to_vec();
@@ -609,7 +874,7 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     let tidy = every.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
     let terms: Vec<RecExpr<Node>> = if cost.0 == 0 { vec![mean, cov] } else { vec![mean] };
     let phase = run_graph(Graph::new(facts), &tidy, &terms, limits, None);
-    let g = &phase.runner.egraph;
+    let g = &phase.egraph;
     let ex = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false });
     let mut out = phase.roots.iter().map(|r| ex.find_best(*r).1);
     Ok((out.next(), out.next()))
@@ -766,9 +1031,9 @@ pub fn replace(e: &RecExpr<Node>, from: &RecExpr<Node>, to: &RecExpr<Node>) -> R
 }
 
 /// Per-iteration sizes and the largest classes, on stderr (set EVOLVED_DEBUG).
-fn debug_dump(runner: &Runner<Node, Facts>) {
+fn debug_dump(runner: &Phase) {
     for (i, it) in runner.iterations.iter().enumerate() {
-        let mut top: Vec<(&egg::Symbol, &usize)> = it.applied.iter().collect();
+        let mut top: Vec<(&egg::Symbol, &usize)> = it.applied.iter().map(|(n, k)| (n, k)).collect();
         top.sort_by(|a, b| b.1.cmp(a.1));
         eprintln!("iteration {i}: {} nodes, {} classes; most applied: {:?}", it.egraph_nodes, it.egraph_classes, &top[..top.len().min(5)]);
     }
@@ -790,4 +1055,43 @@ fn debug_dump(runner: &Runner<Node, Facts>) {
 /// The subterm rooted at `id`.
 pub fn subterm(term: &RecExpr<Node>, id: Id) -> RecExpr<Node> {
     term[id].build_recexpr(|c| term[c].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our extractor chooses what egg's does, for every class of the examples' gradient
+    /// e-graphs and under every cost.
+    #[test]
+    fn extractor_is_eggs() {
+        let rules = crate::default_rules();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "ef") {
+                continue;
+            }
+            let model = crate::model_from_text(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let sets = rule_sets(&rules, family_rules(&model)).unwrap();
+            let terms: Vec<RecExpr<Node>> = model
+                .requests
+                .iter()
+                .map(|r| {
+                    let loss = model.loss(&r.loss).unwrap();
+                    gradient(loss, &r.wrt, entry_length_in(Some(&model), model.vars[&r.wrt].shape, loss, &r.wrt))
+                })
+                .collect();
+            let phase = run_phase(&model, &sets.derive_rules, &terms, &Limits::default());
+            let g = &phase.egraph;
+            let foreign: Vec<Symbol> = model.families.iter().filter(|f| f.from_catalog).map(|f| Symbol::from(f.name.as_str())).take(3).collect();
+            for (explicit_only, no_dense) in [(false, false), (false, true), (true, false)] {
+                let cost = || EvolvedCost { egraph: g, foreign: &foreign, explicit_only, no_dense };
+                let (ours, eggs) = (Extractor::new(g, cost()), egg::Extractor::new(g, cost()));
+                for c in g.classes() {
+                    assert_eq!(ours.find_best(c.id), eggs.find_best(c.id), "{}: class {}", p.display(), c.id);
+                }
+            }
+        }
+    }
 }

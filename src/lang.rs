@@ -95,6 +95,68 @@ impl Node {
     }
 }
 
+impl Node {
+    /// A small number per operator (its variant), for tables indexed by operator.
+    pub fn op_index(&self) -> usize {
+        match self {
+            Node::Add(..) => 0,
+            Node::Sub(..) => 1,
+            Node::Mul(..) => 2,
+            Node::Div(..) => 3,
+            Node::Pow(..) => 4,
+            Node::Neg(..) => 5,
+            Node::MatMul(..) => 6,
+            Node::Transpose(..) => 7,
+            Node::Dot(..) => 8,
+            Node::Outer(..) => 9,
+            Node::Sum(..) => 10,
+            Node::Diag(..) => 11,
+            Node::Exp(..) => 12,
+            Node::Log(..) => 13,
+            Node::Sigmoid(..) => 14,
+            Node::Softmax(..) => 15,
+            Node::LogSumExp(..) => 16,
+            Node::Lgamma(..) => 17,
+            Node::Polygamma(..) => 18,
+            Node::Log1p(..) => 19,
+            Node::Expm1(..) => 20,
+            Node::Sqrt(..) => 21,
+            Node::Abs(..) => 22,
+            Node::Sign(..) => 23,
+            Node::Step(..) => 24,
+            Node::Cos(..) => 25,
+            Node::Sin(..) => 26,
+            Node::BesselI0(..) => 27,
+            Node::BesselI1(..) => 28,
+            Node::Eye(..) => 29,
+            Node::Inv(..) => 30,
+            Node::LogDet(..) => 31,
+            Node::Ones(..) => 32,
+            Node::Vector(..) => 33,
+            Node::Vec(..) => 34,
+            Node::Kron(..) => 35,
+            Node::Trace(..) => 36,
+            Node::SumOver(..) => 37,
+            Node::At(..) => 38,
+            Node::Jac(..) => 39,
+            Node::Expect(..) => 40,
+            Node::LogP(..) => 41,
+            Node::LogPart(..) => 42,
+            Node::Mean(..) => 43,
+            Node::Cov(..) => 44,
+            Node::Second(..) => 45,
+            Node::Kl(..) => 46,
+            Node::Num(..) => 47,
+            Node::Symbol(..) => 48,
+            Node::Lmvgamma(..) => 49,
+            Node::Commute(..) => 50,
+        }
+    }
+}
+
+/// How many operators there are (`Node::op_index` is below it).
+pub const OPS: usize = 51;
+
 /// One dimension of a shape: 1 or a named dimension.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Dim {

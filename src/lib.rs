@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod check;
 pub mod cli;
 pub mod derive;
+pub mod ematch;
 pub mod eval;
 pub mod index;
 pub mod lang;

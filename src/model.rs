@@ -592,17 +592,28 @@ fn type_shape(t: &TypeExpr, dims: &[String]) -> Result<(Shape, Domain), SyntaxEr
 /// Reads the model's statements, with the catalog families (also model-language text)
 /// declared first.
 pub fn build_model(stmts: &[syntax::Stmt], catalog: &[FamilyDecl]) -> Result<Model, SyntaxError> {
+    build_model_from(stmts, || catalog_families(catalog))
+}
+
+/// The catalog's families, built from their declarations.
+pub(crate) fn catalog_families(catalog: &[FamilyDecl]) -> Result<Vec<Family>, SyntaxError> {
+    let mut out: Vec<Family> = vec![];
+    for f in catalog {
+        if out.iter().any(|g| g.name == f.name) {
+            return Err(err(Span::default(), format!("the family `{}` is declared twice in the catalog files (a --rules folder's .ef file may not redefine a built-in family; use --only-rules)", f.name)));
+        }
+        out.push(family(f, Span::default(), true)?);
+    }
+    Ok(out)
+}
+
+/// `build_model` with the catalog's families built by `catalog` (the built-in catalog's
+/// are built once per process).
+pub(crate) fn build_model_from(stmts: &[syntax::Stmt], catalog: impl FnOnce() -> Result<Vec<Family>, SyntaxError>) -> Result<Model, SyntaxError> {
     if stmts.is_empty() {
         return Err(err(Span::default(), "the model is empty: it has no statements, only blanks and comments; write at least `param NAME : TYPE` and `J = …`"));
     }
-    let mut m = Model::default();
-    for f in catalog {
-        if m.families.iter().any(|g| g.name == f.name) {
-            return Err(err(Span::default(), format!("the family `{}` is declared twice in the catalog files (a --rules folder's .ef file may not redefine a built-in family; use --only-rules)", f.name)));
-        }
-        let fam = family(f, Span::default(), true)?;
-        m.families.push(fam);
-    }
+    let mut m = Model { families: catalog()?, ..Model::default() };
     // families with known parameters as declared, before a model fills them in
     let mut templates: BTreeMap<String, Family> = m.families.iter().filter(|f| !f.known.is_empty()).map(|f| (f.name.clone(), f.clone())).collect();
     let mut lets: BTreeMap<String, (RecExpr<Node>, Shape)> = BTreeMap::new();

@@ -26,7 +26,7 @@ fn fits(a: Option<Shape>, b: Option<Shape>) -> bool {
 pub const DEFAULT_FAMILIES: &[(&str, &str)] = &[("rules/families.ef", include_str!("../rules/families.ef"))];
 
 /// A condition a rule may require of its match. Each is a monotone fact.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Cond {
     /// the first does not depend on the second (a variable)
     Indep(Var, Var),
@@ -558,6 +558,52 @@ pub struct CondApplier {
     rhs: Pattern<Node>,
     conds: Vec<Cond>,
     assume: Option<String>,
+    /// the right side's variables
+    vars: Vec<Var>,
+    /// the right side is the number 0 (the zero of every shape)
+    rhs_zero: bool,
+}
+
+impl CondApplier {
+    fn new(rhs: PatternAst<Node>, conds: Vec<Cond>, assume: Option<String>) -> Self {
+        let rhs_zero = matches!(rhs.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into());
+        let rhs = Pattern::new(rhs);
+        CondApplier { vars: rhs.vars(), rhs, conds, assume, rhs_zero }
+    }
+}
+
+/// The shape of a pattern's instance, given its variables' shapes; `None` where a node
+/// is ill-shaped or a name unknown (`pattern_shape` without the messages).
+fn instance_shape(p: &PatternAst<Node>, var: &dyn Fn(Var) -> Shape, syms: &dyn Fn(Symbol) -> Option<Shape>) -> Option<Shape> {
+    const SMALL: usize = 24;
+    let mut small = [SCALAR; SMALL];
+    let mut large = vec![];
+    let shapes: &mut [Shape] = if p.as_ref().len() <= SMALL {
+        &mut small[..]
+    } else {
+        large.resize(p.as_ref().len(), SCALAR);
+        &mut large[..]
+    };
+    for (i, n) in p.iter().enumerate() {
+        shapes[i] = match n {
+            ENodeOrVar::Var(v) => var(*v),
+            ENodeOrVar::ENode(Node::Symbol(s)) => syms(*s)?,
+            ENodeOrVar::ENode(node) => {
+                let children = node.children();
+                let mut kids = [SCALAR; 4];
+                if children.len() <= kids.len() {
+                    for (k, c) in kids.iter_mut().zip(children) {
+                        *k = shapes[usize::from(*c)];
+                    }
+                    node_shape(node, &kids[..children.len()]).ok()?
+                } else {
+                    let kids: Vec<Shape> = children.iter().map(|&c| shapes[usize::from(c)]).collect();
+                    node_shape(node, &kids).ok()?
+                }
+            }
+        };
+    }
+    p.as_ref().len().checked_sub(1).map(|i| shapes[i])
 }
 
 fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
@@ -615,24 +661,22 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
         }
         // A class known to be zero needs no more forms, only the 0 itself: rewriting its
         // members (a − a, 0 ⊙ t, …) by distribution rules multiplies them without end.
-        let rhs_zero = matches!(self.rhs.ast.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into());
-        if egraph[eclass].data.zero && !rhs_zero {
+        let class = &egraph[eclass].data;
+        if class.zero && !self.rhs_zero {
             return vec![];
         }
-        // A guard behind the load-time shape check: never merge terms of different shapes.
-        if let Some(have) = egraph[eclass].data.shape {
-            let known: Option<HashMap<Var, Shape>> = self.rhs.vars().iter().map(|v| egraph[subst[*v]].data.shape.map(|s| (*v, s))).collect();
-            if let Some(env) = known {
+        // A guard behind the load-time shape check: never merge terms of different shapes
+        // (0 has them all). Checked when the shapes of the right side's variables are known.
+        if let Some(have) = class.shape.filter(|_| !self.rhs_zero) {
+            let shape = |v: &Var| egraph[subst[*v]].data.shape;
+            if self.vars.iter().all(|v| shape(v).is_some()) {
                 let syms = |s: Symbol| egraph.analysis.symbol_shape(s);
-                match pattern_shape(&self.rhs.ast, &env, &syms) {
-                    Ok(got) if got != have && !matches!(self.rhs.ast.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into()) => {
-                        let msg = format!("rule {rule} would make {have} into {got}");
-                        if !egraph.analysis.conflicts.contains(&msg) {
-                            egraph.analysis.conflicts.push(msg);
-                        }
-                        return vec![];
+                if let Some(got) = instance_shape(&self.rhs.ast, &|v| shape(&v).unwrap(), &syms).filter(|got| *got != have) {
+                    let msg = format!("rule {rule} would make {have} into {got}");
+                    if !egraph.analysis.conflicts.contains(&msg) {
+                        egraph.analysis.conflicts.push(msg);
                     }
-                    _ => {}
+                    return vec![];
                 }
             }
         }
@@ -640,7 +684,7 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
         if let Some(text) = &self.assume {
             // Name the assumption after the classes it is about.
             let mut t = text.clone();
-            for v in self.rhs.vars().iter().chain(self.conds.iter().flat_map(cond_vars).collect::<Vec<_>>().iter()) {
+            for v in self.vars.iter().chain(self.conds.iter().flat_map(cond_vars).collect::<Vec<_>>().iter()) {
                 if let Some(name) = class_name(egraph, subst[*v]) {
                     t = replace_word(&t, &v.to_string()[1..], &name);
                 }
@@ -655,7 +699,7 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
     }
 
     fn vars(&self) -> Vec<Var> {
-        self.rhs.vars()
+        self.vars.clone()
     }
 }
 
@@ -674,6 +718,21 @@ pub fn replace_word(text: &str, word: &str, by: &str) -> String {
     out + rest
 }
 
+/// Rules are equal when everything written about them is (the compiled form follows).
+impl PartialEq for Rule {
+    fn eq(&self, o: &Rule) -> bool {
+        self.name == o.name
+            && self.lhs == o.lhs
+            && self.rhs == o.rhs
+            && self.conds == o.conds
+            && self.assume == o.assume
+            && self.derive == o.derive
+            && self.description == o.description
+            && self.origin == o.origin
+            && self.steps == o.steps
+    }
+}
+
 impl Rule {
     pub fn rewrite(&self) -> Result<Rewrite<Node, crate::analysis::Facts>, String> {
         if let Some(r) = self.compiled.get() {
@@ -686,8 +745,8 @@ impl Rule {
         if let Some(r) = CACHE.get_or_init(Default::default).lock().unwrap().get(&key) {
             return Ok(self.compiled.get_or_init(|| r.clone()).clone());
         }
-        let applier = CondApplier { rhs: Pattern::new(self.rhs.clone()), conds: self.conds.clone(), assume: self.assume.clone() };
-        let r = Rewrite::new(self.name.as_str(), Pattern::new(self.lhs.clone()), applier)?;
+        let applier = CondApplier::new(self.rhs.clone(), self.conds.clone(), self.assume.clone());
+        let r = Rewrite::new(self.name.as_str(), crate::ematch::Remembering::new(self.lhs.clone()), applier)?;
         CACHE.get_or_init(Default::default).lock().unwrap().insert(key, r.clone());
         Ok(self.compiled.get_or_init(|| r).clone())
     }

@@ -138,10 +138,10 @@ fn replay(model: &Model, rules: &[Rule], terms: &[RecExpr<Node>], from: &RecExpr
     let rewrites = rules.iter().map(|r| r.rewrite()).collect::<Result<Vec<_>, _>>()?;
     let mut phase = run_graph(new_graph(model).with_explanations_enabled(), &rewrites, terms, limits, (terms[0] == *from).then_some(to));
     if std::env::var_os("EVOLVED_DEBUG").is_some() {
-        let r = &phase.runner;
+        let r = &phase;
         eprintln!("steps: replay of {} rules over {} terms: {:?} after {} iterations, {} nodes", rules.len(), terms.len(), r.stop_reason, r.iterations.len(), r.egraph.total_number_of_nodes());
     }
-    let g = &mut phase.runner.egraph;
+    let g = &mut phase.egraph;
     let (a, b) = (g.add_expr(from), g.add_expr(to));
     if g.find(a) != g.find(b) {
         return Ok(None);

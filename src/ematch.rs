@@ -1,0 +1,332 @@
+//! E-matching that remembers between iterations. A pattern's match at a class is made
+//! of nodes whose operators the pattern names: the class's nodes with the root operator,
+//! the nodes below them (in classes at most the pattern's depth below) with the
+//! operators below, and the canonical ids of their children. So when no class within
+//! that depth gained, lost or changed (in its children's ids) a node with one of those
+//! operators since the rule last searched, the class's matches then are its matches
+//! now. Each search returns exactly what egg's own search returns, in the same order
+//! (the classes in the order egg visits them now); only finding unchanged matches again
+//! is skipped.
+//!
+//! Where a class must be searched again, it is first checked cheaply (no allocation)
+//! for a node with the root's operator whose children hold the operators the pattern
+//! wants there; egg's search runs only where one does.
+//!
+//! A saturation run turns the memory on (`Memory::start`) and calls `Memory::observe` at
+//! the start of every iteration, after the rebuild; without it (replays with
+//! explanations) rules search as egg's patterns do.
+
+use crate::analysis::{Facts, Graph};
+use crate::lang::{Node, OPS};
+use egg::{ENodeOrVar, Id, Language, Pattern, PatternAst, SearchMatches, Searcher, Subst, Var};
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+const _: () = assert!(OPS <= 64, "operator sets are u64 masks");
+
+static VERIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `true`, every search also runs egg's own and panics unless both found the same
+/// matches in the same order (for tests).
+pub fn verify(on: bool) {
+    VERIFY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The memory of one saturation run, kept in the e-graph's analysis (a copy of the
+/// analysis starts without one).
+#[derive(Default)]
+pub struct MemoryCell(RefCell<Option<Box<Memory>>>);
+
+impl Clone for MemoryCell {
+    fn clone(&self) -> Self {
+        MemoryCell::default()
+    }
+}
+
+#[derive(Default)]
+pub struct Memory {
+    /// counts the iterations observed
+    epoch: u32,
+    /// per class id: its nodes when last observed, while it was a class
+    seen: Vec<Option<Vec<Node>>>,
+    /// the classes last observed
+    live: Vec<Id>,
+    /// per class id: the operators (a mask) of its nodes
+    present: Vec<u64>,
+    /// `changed[d][id]`: the operators (a mask) of the nodes that appeared, went or
+    /// changed since the last observation in the class or the classes up to `d` levels
+    /// below it; levels `0..levels` are up to date
+    changed: Vec<Vec<u64>>,
+    levels: usize,
+    /// the operators of all the nodes that changed since the last observation
+    everywhere: u64,
+    /// the operators of all the nodes
+    anywhere: u64,
+    /// per rule (its searcher's serial number): its last search
+    rules: Vec<Option<Found>>,
+}
+
+/// One search: in which epoch, and its matches per class in the order searched (all of
+/// them: a search cut off by its limit is not kept).
+struct Found {
+    epoch: u32,
+    matches: Vec<(Id, Vec<Subst>)>,
+}
+
+fn bit(n: &Node) -> u64 {
+    1 << n.op_index()
+}
+
+impl Memory {
+    /// Turns the memory on for the run over this e-graph.
+    pub fn start(egraph: &mut Graph) {
+        *egraph.analysis.memory.0.get_mut() = Some(Box::default());
+    }
+
+    /// Turns it off (and frees it).
+    pub fn stop(egraph: &mut Graph) {
+        egraph.analysis.memory.0.get_mut().take();
+    }
+
+    /// Notes, per class, the operators of the nodes that changed since the last
+    /// iteration (the e-graph is rebuilt: every class's nodes are sorted, with canonical
+    /// children).
+    pub fn observe(egraph: &Graph) {
+        let mut cell = egraph.analysis.memory.0.borrow_mut();
+        let Some(m) = cell.as_mut() else { return };
+        m.epoch += 1;
+        m.levels = 1;
+        m.everywhere = 0;
+        let size = egraph.classes().map(|c| usize::from(c.id) + 1).max().unwrap_or(0);
+        if m.seen.len() < size {
+            m.seen.resize(size, None);
+        }
+        if m.changed.is_empty() {
+            m.changed.push(vec![]);
+        }
+        let changed = &mut m.changed[0];
+        changed.clear();
+        changed.resize(size, 0);
+        if m.present.len() < size {
+            m.present.resize(size, 0);
+        }
+        // classes merged into others are gone: their nodes now belong to (and their
+        // parents' nodes point to) classes that changed, and no search starts at them
+        for id in std::mem::take(&mut m.live) {
+            if egraph.find(id) != id {
+                m.seen[usize::from(id)] = None;
+            }
+        }
+        m.anywhere = 0;
+        for class in egraph.classes() {
+            m.live.push(class.id);
+            let i = usize::from(class.id);
+            let seen = &mut m.seen[i];
+            let (old, new): (&[Node], &[Node]) = (seen.as_deref().unwrap_or(&[]), &class.nodes);
+            if old == new {
+                m.anywhere |= m.present[i];
+                continue;
+            }
+            m.present[i] = new.iter().fold(0, |ops, n| ops | bit(n));
+            m.anywhere |= m.present[i];
+            // both sorted: walk them together, noting the nodes only one has
+            let (mut a, mut b, mut ops) = (0, 0, 0u64);
+            while a < old.len() || b < new.len() {
+                match (old.get(a), new.get(b)) {
+                    (Some(x), Some(y)) if x == y => {
+                        a += 1;
+                        b += 1;
+                    }
+                    (Some(x), Some(y)) if x < y => {
+                        ops |= bit(x);
+                        a += 1;
+                    }
+                    (Some(x), None) => {
+                        ops |= bit(x);
+                        a += 1;
+                    }
+                    (_, Some(y)) => {
+                        ops |= bit(y);
+                        b += 1;
+                    }
+                    (None, None) => unreachable!(),
+                }
+            }
+            changed[i] = ops;
+            m.everywhere |= ops;
+            *seen = Some(class.nodes.clone());
+        }
+    }
+
+    /// Brings `changed` up to date to `depth` levels below each class.
+    fn up_to(&mut self, egraph: &Graph, depth: usize) {
+        while self.levels <= depth {
+            let k = self.levels;
+            if self.changed.len() <= k {
+                self.changed.push(vec![]);
+            }
+            let (below, here) = self.changed.split_at_mut(k);
+            let (prev, cur) = (&below[k - 1], &mut here[0]);
+            cur.clear();
+            cur.resize(prev.len(), 0);
+            for class in egraph.classes() {
+                let i = usize::from(class.id);
+                let mut ops = prev[i];
+                for n in &class.nodes {
+                    for c in n.children() {
+                        ops |= prev[usize::from(*c)];
+                    }
+                }
+                cur[i] = ops;
+            }
+            self.levels += 1;
+        }
+    }
+}
+
+/// A rule's left side that searches with the run's memory.
+pub struct Remembering {
+    /// numbers the searchers made in this process (an index into a run's memory)
+    serial: usize,
+    pattern: Pattern<Node>,
+    /// the operators of the pattern's nodes
+    ops: u64,
+    /// the root's operator, and for each of its children the operator the pattern
+    /// requires there (0 for a variable)
+    root: usize,
+    below: Vec<u64>,
+    /// how many levels below a matched class the pattern's nodes reach
+    depth: usize,
+}
+
+impl Remembering {
+    pub fn new(ast: PatternAst<Node>) -> Self {
+        let nodes = ast.as_ref();
+        let mut height = vec![0usize; nodes.len()];
+        let mut ops = 0;
+        for (i, n) in nodes.iter().enumerate() {
+            if let ENodeOrVar::ENode(e) = n {
+                ops |= bit(e);
+                height[i] = 1 + e.children().iter().map(|c| height[usize::from(*c)]).max().unwrap_or(0);
+            }
+        }
+        let depth = height.last().map_or(0, |h| h.saturating_sub(1));
+        let (root, below) = match nodes.last() {
+            Some(ENodeOrVar::ENode(e)) => (
+                e.op_index(),
+                e.children().iter().map(|c| if let ENodeOrVar::ENode(k) = &nodes[usize::from(*c)] { bit(k) } else { 0 }).collect(),
+            ),
+            _ => (usize::MAX, vec![]),
+        };
+        static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Remembering { serial, pattern: Pattern::new(ast), ops, root, below, depth }
+    }
+
+    /// Whether the class (observed this iteration) can hold a match, by the operators
+    /// at its nodes and their children.
+    fn possible(&self, seen: &[Option<Vec<Node>>], present: &[u64], id: Id) -> bool {
+        let Some(nodes) = seen[usize::from(id)].as_deref() else { return true };
+        nodes.iter().any(|n| {
+            n.op_index() == self.root && n.children().len() == self.below.len() && n.children().iter().zip(&self.below).all(|(c, want)| present[usize::from(*c)] & want == *want)
+        })
+    }
+}
+
+impl Remembering {
+    /// The matches found, compared with egg's when `verify` is on.
+    fn verified<'a>(&'a self, egraph: &Graph, limit: usize, out: Vec<SearchMatches<'a, Node>>) -> Vec<SearchMatches<'a, Node>> {
+        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
+            let want = self.pattern.search_with_limit(egraph, limit);
+            let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
+            let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
+            assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
+        }
+        out
+    }
+}
+
+impl Searcher<Node, Facts> for Remembering {
+    fn search_eclass_with_limit(&self, egraph: &Graph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, Node>> {
+        self.pattern.search_eclass_with_limit(egraph, eclass, limit)
+    }
+
+    fn search_with_limit(&self, egraph: &Graph, limit: usize) -> Vec<SearchMatches<'_, Node>> {
+        let root = match self.pattern.ast.as_ref().last() {
+            Some(ENodeOrVar::ENode(n)) => n,
+            _ => return self.pattern.search_with_limit(egraph, limit),
+        };
+        let Ok(mut cell) = egraph.analysis.memory.0.try_borrow_mut() else { return self.pattern.search_with_limit(egraph, limit) };
+        let Some(m) = cell.as_mut().filter(|m| m.epoch > 0) else {
+            drop(cell);
+            return self.pattern.search_with_limit(egraph, limit);
+        };
+        // a pattern with an operator no node has matches nowhere
+        if m.anywhere & self.ops != self.ops {
+            drop(cell);
+            return self.verified(egraph, limit, vec![]);
+        }
+        // what the last search found, if it was in the last iteration
+        if m.rules.len() <= self.serial {
+            m.rules.resize_with(self.serial + 1, || None);
+        }
+        let mut last = m.rules[self.serial].take().filter(|f| f.epoch + 1 == m.epoch);
+        // nothing found then, and no node with the pattern's operators changed since:
+        // nothing now
+        if last.as_ref().is_some_and(|f| f.matches.is_empty() && m.everywhere & self.ops == 0) {
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches: vec![] });
+            drop(cell);
+            return self.verified(egraph, limit, vec![]);
+        }
+        // as egg searches: the classes holding the root's operator, in their order now,
+        // each up to the matches left under the limit
+        let Some(ids) = egraph.classes_for_op(&root.discriminant()) else {
+            drop(cell);
+            return self.verified(egraph, limit, vec![]);
+        };
+        m.up_to(egraph, self.depth);
+        let changed = &m.changed[self.depth];
+        let mut out = vec![];
+        let mut matches = vec![];
+        let limit0 = limit;
+        let mut limit = limit;
+        let mut complete = true;
+        for id in ids {
+            if limit == 0 {
+                complete = false;
+                break;
+            }
+            let known = last.as_mut().filter(|_| changed[usize::from(id)] & self.ops == 0);
+            let substs = match known {
+                Some(f) => f.matches.iter_mut().find(|(c, _)| *c == id).map(|(_, s)| std::mem::take(s)).unwrap_or_default(),
+                // a class can match only where one of its nodes with the root's operator
+                // has children holding the operators the pattern wants below it
+                None if !self.possible(&m.seen, &m.present, id) => vec![],
+                None => self.pattern.search_eclass_with_limit(egraph, id, limit).map(|f| f.substs).unwrap_or_default(),
+            };
+            if substs.is_empty() {
+                continue;
+            }
+            if substs.len() >= limit {
+                complete = false;
+            }
+            let n = substs.len().min(limit);
+            limit -= n;
+            out.push(SearchMatches { eclass: id, substs: substs[..n].to_vec(), ast: Some(Cow::Borrowed(&self.pattern.ast)) });
+            matches.push((id, substs));
+        }
+        if complete {
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches });
+        }
+        drop(cell);
+        self.verified(egraph, limit0, out)
+    }
+
+    fn get_pattern_ast(&self) -> Option<&PatternAst<Node>> {
+        Some(&self.pattern.ast)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.pattern.vars()
+    }
+}
