@@ -309,6 +309,17 @@ struct Backoff {
 /// It differs only in bookkeeping: rules that found nothing are not applied (that does
 /// nothing), and the clock is read every few rules instead of after each.
 fn saturate(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
+    // egg times each rebuild with quanta, for a log line never printed here, and quanta's
+    // first reading of its clock calibrates the CPU's counter against the system clock,
+    // spinning for milliseconds: more than a whole derivation. The rebuilds read a mock
+    // clock instead (our limits use std's clock).
+    thread_local! {
+        static CLOCK: quanta::Clock = quanta::Clock::mock().0;
+    }
+    CLOCK.with(|clock| quanta::with_clock(clock, || saturate_with(egraph, rules, limits, goal)))
+}
+
+fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
     // as egg's runner warns
     let mut names: Vec<(Symbol, usize)> = vec![];
     for rw in rules {
