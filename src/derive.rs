@@ -184,7 +184,8 @@ impl<'a, CF: CostFunction<Node>> Extractor<'a, CF> {
         let mut version = vec![0u64; size];
         // per class, per node: its cost, and the sum of its children's versions then
         // (versions only grow, so an equal sum means no child changed)
-        let mut known: Vec<Vec<Option<(CF::Cost, u64)>>> = vec![vec![]; size];
+        type Known<C> = Vec<Vec<Option<(C, u64)>>>;
+        let mut known: Known<CF::Cost> = vec![vec![]; size];
         for class in egraph.classes() {
             known[usize::from(class.id)] = vec![None; class.nodes.len()];
         }
@@ -557,7 +558,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
     for &i in &grad_claims {
         terms.push(model.claims[i].term.clone());
     }
-    let first = run_phase(model, &derive_rules, &terms, limits);
+    let first = run_phase(model, derive_rules, &terms, limits);
     let mut proved = vec![false; model.claims.len()];
     for (k, &i) in grad_claims.iter().enumerate() {
         let c = &model.claims[i];
