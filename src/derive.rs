@@ -188,7 +188,8 @@ impl<'a, CF: CostFunction<Node>> Extractor<'a, CF> {
         let mut version = vec![0u64; size];
         // per class, per node: its cost, and the sum of its children's versions then
         // (versions only grow, so an equal sum means no child changed)
-        let mut known: Vec<Vec<Option<(CF::Cost, u64)>>> = vec![vec![]; size];
+        type Known<C> = Vec<Vec<Option<(C, u64)>>>;
+        let mut known: Known<CF::Cost> = vec![vec![]; size];
         for class in egraph.classes() {
             known[usize::from(class.id)] = vec![None; class.nodes.len()];
         }
@@ -313,6 +314,17 @@ struct Backoff {
 /// It differs only in bookkeeping: rules that found nothing are not applied (that does
 /// nothing), and the clock is read every few rules instead of after each.
 fn saturate(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
+    // egg times each rebuild with quanta, for a log line never printed here, and quanta's
+    // first reading of its clock calibrates the CPU's counter against the system clock,
+    // spinning for milliseconds: more than a whole derivation. The rebuilds read a mock
+    // clock instead (our limits use std's clock).
+    thread_local! {
+        static CLOCK: quanta::Clock = quanta::Clock::mock().0;
+    }
+    CLOCK.with(|clock| quanta::with_clock(clock, || saturate_with(egraph, rules, limits, goal)))
+}
+
+fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
     // as egg's runner warns
     let mut names: Vec<(Symbol, usize)> = vec![];
     for rw in rules {
@@ -557,7 +569,7 @@ pub fn derive(model: &Model, rules: &[Rule], limits: &Limits) -> Result<Derivati
         }
         terms.push(term);
     }
-    let first = run_phase(model, &derive_rules, &terms, limits);
+    let first = run_phase(model, derive_rules, &terms, limits);
     let mut proved = vec![false; model.claims.len()];
     for (k, &i) in grad_claims.iter().enumerate() {
         let c = &model.claims[i];

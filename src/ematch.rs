@@ -235,6 +235,7 @@ impl Remembering {
 
 impl Remembering {
     /// The matches found, compared with egg's when `verify` is on.
+    #[inline]
     fn verified<'a>(&'a self, egraph: &Graph, limit: usize, out: Vec<SearchMatches<'a, Node>>) -> Vec<SearchMatches<'a, Node>> {
         if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
             let want = self.pattern.search_with_limit(egraph, limit);

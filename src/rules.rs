@@ -273,6 +273,8 @@ fn read_rules(file: &str, src: &str, check: bool) -> Result<Vec<Rule>, RuleError
         RuleError { file: file.to_string(), line, column, message, offset: span.start }
     };
     let decls: Vec<RuleDecl> = parse_rules(src).map_err(|e| at(e.span, e.message))?;
+    // each rule's line, as `line_col` counts it (without scanning the file for each)
+    let newlines: Vec<usize> = src.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i).collect();
     let mut out = vec![];
     for d in decls {
         let mut lhs = PatternAst::default();
@@ -281,7 +283,7 @@ fn read_rules(file: &str, src: &str, check: bool) -> Result<Vec<Rule>, RuleError
         to_pattern(&d.rhs, &mut rhs).map_err(|(s, m)| at(s, m))?;
         let conds: Vec<Cond> =
             d.conditions.iter().map(|(n, a, s)| condition(n, a, *s)).collect::<Result<_, _>>().map_err(|(s, m)| at(s, m))?;
-        let (line, _) = line_col(src, d.span.start);
+        let line = 1 + newlines.partition_point(|&p| p < d.span.start.min(src.len()));
         let origin = format!("{file}:{line}");
         let mut push = |name: String, l: &PatternAst<Node>, r: &PatternAst<Node>, r_expr: &Expr| -> Result<(), RuleError> {
             let (lv, rv) = (pattern_vars(l), pattern_vars(r));
