@@ -828,19 +828,8 @@ fn derive_family_mean(model: &Model, fam: &crate::model::Family, rules: &[egg::R
     let g = &phase.egraph;
     let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign, explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     // for a matrix η, E[T] has η's shape: vec(M) is M
-    let best = if fam.param_shape.is_matrix() { unvec(&family_model_of(model, fam), &best).unwrap_or(best) } else { best };
+    let best = if fam.param_shape.is_matrix() { unvec(&crate::model::family_model(fam), &best).unwrap_or(best) } else { best };
     (cost.0 == 0).then_some(best)
-}
-
-/// The model with the family's own parameter and known parameters as variables (for shapes).
-fn family_model_of(model: &Model, fam: &crate::model::Family) -> Model {
-    let mut m = model.clone();
-    let var = |n: &str, shape, domain| crate::model::Var { name: n.to_string(), shape, domain, role: crate::model::Role::Data, family: None };
-    m.vars.insert(fam.param.clone(), var(&fam.param, fam.param_shape, fam.param_domain));
-    for (k, shape, domain) in &fam.known {
-        m.vars.insert(k.clone(), var(k, *shape, *domain));
-    }
-    m
 }
 
 /// The model's facts with the family's own parameter and known parameters as variables.

@@ -1144,3 +1144,21 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         span,
     })
 }
+
+/// A model holding one family and its names, for printing the family's formulas and
+/// knowing the shapes of its terms.
+pub fn family_model(f: &crate::model::Family) -> Model {
+    let mut m = Model { families: vec![f.clone()], ..Default::default() };
+    let mut var = |name: &str, shape, domain| {
+        m.vars.insert(name.to_string(), Var { name: name.to_string(), shape, domain, role: Role::Data, family: None });
+    };
+    var(&f.param, f.param_shape, f.param_domain);
+    var(&f.var, f.var_shape, f.support);
+    for (k, sh, d) in &f.known {
+        var(k, *sh, *d);
+    }
+    for (name, shape, domain) in f.usual.iter().flat_map(|u| &u.params) {
+        var(name, *shape, *domain);
+    }
+    m
+}

@@ -780,23 +780,7 @@ pub fn spectrum_line(s: &Spectrum, style: Style) -> String {
     format!("eigenvalues of {} at {} points: {sign} (smallest/largest {}); {null}{ones_note}", s.quantity, s.points, fmt_err(s.min_rel_eigenvalue))
 }
 
-/// A model holding one family and its names, for printing the family's formulas.
-pub fn family_model(f: &crate::model::Family) -> Model {
-    use crate::model::Var;
-    let mut m = Model { families: vec![f.clone()], ..Default::default() };
-    let mut var = |name: &str, shape, domain| {
-        m.vars.insert(name.to_string(), Var { name: name.to_string(), shape, domain, role: Role::Data, family: None });
-    };
-    var(&f.param, f.param_shape, f.param_domain);
-    var(&f.var, f.var_shape, f.support);
-    for (k, sh, d) in &f.known {
-        var(k, *sh, *d);
-    }
-    for (name, shape, domain) in f.usual.iter().flat_map(|u| &u.params) {
-        var(name, *shape, *domain);
-    }
-    m
-}
+pub use crate::model::family_model;
 
 /// One family as `evolved families` shows it: its definition, then E[T] and Cov[T] as the
 /// rules derive them from A.
