@@ -215,20 +215,7 @@ fn letter(i: Idx, style: Style) -> String {
     if style != Style::Unicode {
         return c.to_string();
     }
-    match c {
-        'i' => "ᵢ",
-        'j' => "ⱼ",
-        'k' => "ₖ",
-        'l' => "ₗ",
-        'm' => "ₘ",
-        'n' => "ₙ",
-        'r' => "ᵣ",
-        's' => "ₛ",
-        'u' => "ᵤ",
-        'v' => "ᵥ",
-        _ => "_z",
-    }
-    .to_string()
+    crate::print::index_sub(&c.to_string())
 }
 
 fn subscript(ix: &[Idx], style: Style) -> String {
