@@ -33,6 +33,10 @@ pub struct Facts {
     pub dims: BTreeSet<Symbol>,
     /// family name → (parameter shape, is T(x) = x with one-hot or binary x)
     pub families: HashMap<Symbol, (Shape, bool)>,
+    /// family name → the variables its known parameters were given in terms of (or the
+    /// known parameters themselves, in a family not filled in): a family term (and so its
+    /// A, log p, E[T]) depends on them
+    pub family_free: HashMap<Symbol, BTreeSet<Symbol>>,
     /// assumptions the rules used, as instantiated by them
     pub assumptions: BTreeSet<String>,
     /// classes that were asked to hold two shapes (a rule bug)
@@ -53,7 +57,28 @@ impl Facts {
                 .collect(),
             dims: model.dims.iter().filter(|d| d.parse::<usize>().is_err()).map(|d| Symbol::from(d.as_str())).collect(),
             families: model.families.iter().map(|f| (Symbol::from(f.name.as_str()), (f.param_shape, f.is_indicator()))).collect(),
+            family_free: model
+                .families
+                .iter()
+                .map(|f| {
+                    let vars = f.given.iter().flat_map(|t| t.iter()).filter_map(|n| match n {
+                        Node::Symbol(s) if model.vars.contains_key(s.as_str()) => Some(*s),
+                        _ => None,
+                    });
+                    // a family not filled in (the catalog's own) depends on its known parameters
+                    let known = f.known.iter().map(|k| Symbol::from(k.0.as_str()));
+                    (Symbol::from(f.name.as_str()), vars.chain(known).collect())
+                })
+                .collect(),
             ..Default::default()
+        }
+    }
+
+    /// What a variable depends on: itself, and a vector of fixed length each of its entries.
+    fn var_free(&self, s: Symbol, free: &mut BTreeSet<Symbol>) {
+        free.insert(s);
+        if let Some(n) = self.vars.get(&s).and_then(|(sh, _)| crate::lang::fixed_length(*sh)) {
+            free.extend((1..=n).map(|i| crate::lang::component(s, i)));
         }
     }
 
@@ -123,11 +148,11 @@ impl Analysis<Node> for Facts {
         };
         let mut free = BTreeSet::new();
         match enode {
-            Node::Symbol(s) if egraph.analysis.vars.contains_key(s) => {
-                free.insert(*s);
-                // a vector of fixed length depends on each of its entries
-                if let Some(n) = egraph.analysis.vars.get(s).and_then(|(sh, _)| crate::lang::fixed_length(*sh)) {
-                    free.extend((1..=n).map(|i| crate::lang::component(*s, i)));
+            // a variable's name may also be a family's (beta): as a symbol, it is the variable
+            Node::Symbol(s) if egraph.analysis.vars.contains_key(s) => egraph.analysis.var_free(*s, &mut free),
+            Node::Symbol(s) if egraph.analysis.family_free.contains_key(s) => {
+                for v in &egraph.analysis.family_free[s] {
+                    egraph.analysis.var_free(*v, &mut free);
                 }
             }
             // entry i of a variable depends on that entry only

@@ -496,6 +496,11 @@ pub fn family_point(f: &crate::model::Family, n: usize, rng: &mut ChaCha8Rng) ->
                 };
                 e.insert(Symbol::from(name.as_str()), sample(rng, size(r), size(c), *domain));
             }
+            // the further natural parameters this parameterisation gives
+            for (i, value) in &u.naturals {
+                let v = Evaluator::new(&Model::default()).eval(value, &e)?;
+                env.insert(Symbol::from(f.known[*i].0.as_str()), v);
+            }
             Evaluator::new(&Model::default()).eval(&u.eta, &e)?
         }
         None => {

@@ -332,7 +332,14 @@ fn families_cmd(a: &FamiliesArgs, out: &mut dyn Write, err: &mut dyn Write) -> i
                 return 2;
             }
         };
-        parts.push(crate::report::family_text(f, mean.as_ref(), cov.as_ref(), style));
+        let further = match crate::derive::further_moments(f, mean.as_ref(), &src.rules, &Limits::default()) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = writeln!(err, "error: family {}: {e}", f.name);
+                return 2;
+            }
+        };
+        parts.push(crate::report::family_text(f, mean.as_ref(), cov.as_ref(), &further, style));
     }
     let text = if a.latex { format!("\\begin{{align*}}\n{}\n\\end{{align*}}\n", parts.join(" \\\\[1ex]\n")) } else { parts.join("\n") };
     let _ = out.write_all(text.as_bytes());

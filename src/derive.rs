@@ -881,6 +881,56 @@ pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limit
     Ok((out.next(), out.next()))
 }
 
+/// The moments of a further natural parameter P (`T(P) = …`) in closed form, as the rules
+/// derive them from A: E[T_P] = ∂A/∂P, Cov[T_P] = ∂E[T_P]/∂P and the cross block
+/// Cov[T, T_P] = ∂E[T]/∂P (E[T] from `family_moments`), each `None` where not derived.
+#[derive(Clone, Debug)]
+pub struct FurtherMoments {
+    pub param: String,
+    pub mean: Option<RecExpr<Node>>,
+    pub cov: Option<RecExpr<Node>>,
+    pub cross: Option<RecExpr<Node>>,
+}
+
+/// `FurtherMoments` of each further natural parameter of a family, given its E[T].
+pub fn further_moments(fam: &crate::model::Family, mean: Option<&RecExpr<Node>>, rules: &[Rule], limits: &Limits) -> Result<Vec<FurtherMoments>, String> {
+    if fam.naturals.is_empty() {
+        return Ok(vec![]);
+    }
+    let fam = crate::model::Family { from_catalog: false, ..fam.clone() };
+    let model = Model { families: vec![fam.clone()], ..Default::default() };
+    let fmodel = crate::model::family_model(&fam);
+    let compile = |rs: &mut dyn Iterator<Item = &Rule>| rs.map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>();
+    let family = family_rules(&model);
+    let derive_rules = compile(&mut rules.iter().filter(|r| r.derive).chain(&family))?;
+    let tidy = compile(&mut rules.iter().chain(&family))?;
+    let facts = family_facts(&model, &fam);
+    // a term in closed form (no derivative or family quantity left), tidied as results are
+    let closed = |t: RecExpr<Node>| -> Option<RecExpr<Node>> {
+        let phase = run_graph(Graph::new(facts.clone()), &derive_rules, &[t], limits, None);
+        let g = &phase.egraph;
+        let (cost, best) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
+        if cost.0 != 0 {
+            return None;
+        }
+        let phase = run_graph(Graph::new(facts.clone()), &tidy, &[best], limits, None);
+        let g = &phase.egraph;
+        Some(Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]).1)
+    };
+    let mut out = vec![];
+    for (p, _) in &fam.naturals {
+        let shape = fam.known.iter().find(|k| &k.0 == p).map(|k| k.1).unwrap_or(crate::lang::SCALAR);
+        let len = entry_length(shape, &fam.logpart, p);
+        let grad = closed(gradient(&fam.logpart, p, len));
+        // a matrix P: E[T_P] in P's shape (the Jacobians below are over vec(P))
+        let m = grad.as_ref().map(|g| if shape.is_matrix() { unvec(&fmodel, g).unwrap_or_else(|| g.clone()) } else { g.clone() });
+        let cov = grad.as_ref().and_then(|g| closed(jacobian(g, p, len)));
+        let cross = mean.and_then(|e| closed(jacobian(e, p, len)));
+        out.push(FurtherMoments { param: p.clone(), mean: m, cov, cross });
+    }
+    Ok(out)
+}
+
 /// The gradient of a scalar term: D(term, x)ᵀ; for a vector of a small fixed length n
 /// (R², R³, R⁴) entry by entry, [∂term/∂x₁, …, ∂term/∂xₙ], so the rules do scalar calculus.
 /// G for vec(G), through sums, scalar factors and signs (Σᵢ vec(Gᵢ), c vec(G), vec(G) −
@@ -1008,6 +1058,31 @@ pub(crate) fn on_top(term: &RecExpr<Node>, sym: &str, top: impl FnOnce(Id, Id) -
     let s = t.add(Node::Symbol(Symbol::from(sym)));
     t.add(top(root, s));
     t
+}
+
+/// `e` with each of the symbols given replaced by its term, all at once (a term put in for
+/// one symbol is not searched for the others).
+pub fn substitute(e: &RecExpr<Node>, with: &[(Symbol, &RecExpr<Node>)]) -> RecExpr<Node> {
+    let mut out = RecExpr::default();
+    let mut map: Vec<Id> = vec![];
+    for n in e.iter() {
+        let to = match n {
+            Node::Symbol(s) => with.iter().find(|(k, _)| k == s).map(|(_, t)| *t),
+            _ => None,
+        };
+        let id = match to {
+            Some(t) => {
+                let base = out.as_ref().len();
+                for m in t.iter() {
+                    out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
+                }
+                Id::from(out.as_ref().len() - 1)
+            }
+            None => out.add(n.clone().map_children(|c| map[usize::from(c)])),
+        };
+        map.push(id);
+    }
+    out
 }
 
 /// `e` with every subterm equal to `from` (a symbol, or any term) replaced by `to`.

@@ -297,7 +297,7 @@ impl<'m> Evaluator<'m> {
         let mut e = env.clone();
         e.insert(Symbol::from(f.var.as_str()), x);
         let stat = self.eval(&f.stat, &e)?;
-        let logh = self.eval(&f.logh, &e)?.iter().fold(S::of(0.0), |acc, x| acc + *x);
+        let logh = self.eval(&f.base_measure(), &e)?.iter().fold(S::of(0.0), |acc, x| acc + *x);
         Ok((stat, logh))
     }
 

@@ -102,8 +102,19 @@ pub struct Family {
     /// known parameters A, T and log h may use (binomial's n); a model's `x ~ F(η, n = N)`
     /// makes a copy with them filled in
     pub known: Vec<(String, Shape, Domain)>,
+    /// in a model's copy, the terms its known parameters were given (`S = Sigma`): the
+    /// family's A, T and log h depend on what they depend on
+    pub given: Vec<RecExpr<Node>>,
     /// usual parameterisations: `x ~ poisson(rate = λ)` means η = log λ
     pub usual: Vec<Usual>,
+    /// further natural parameters: known parameters with a statistic of their own
+    /// (`T(L) = -outer(x, x) / 2`), in the order `known` lists them. A model gives them like
+    /// known parameters, and the rules use A′ = E[T] for η only; `evolved families` derives
+    /// their moments from A too
+    pub naturals: Vec<(String, RecExpr<Node>)>,
+    /// Σ ⟨P, T_P(x)⟩ over the further natural parameters (0 when there are none), in terms of
+    /// `var` and their names: with η fixed, part of the base measure
+    pub pairing: RecExpr<Node>,
     /// recognise A in models that do not mention the family
     pub recognise: bool,
     /// E[T] and Cov[T] as the textbooks give them (`E = …, Cov = …`, in η and the known
@@ -116,6 +127,23 @@ pub struct Family {
 }
 
 impl Family {
+    /// log h(x) as the rules and the evaluator use it: with the further natural parameters
+    /// held fixed, their pairing ⟨P, T_P(x)⟩ belongs to it.
+    pub fn base_measure(&self) -> RecExpr<Node> {
+        if self.naturals.is_empty() {
+            return self.logh.clone();
+        }
+        let mut out = self.logh.clone();
+        let a = Id::from(out.as_ref().len() - 1);
+        let base = out.as_ref().len();
+        for n in self.pairing.iter() {
+            out.add(n.clone().map_children(|c| Id::from(usize::from(c) + base)));
+        }
+        let b = Id::from(out.as_ref().len() - 1);
+        out.add(Node::Add([a, b]));
+        out
+    }
+
     /// T(x) = x with x one-hot or binary: E[T Tᵀ] = diag(E[T]).
     pub fn is_indicator(&self) -> bool {
         matches!(self.support, Domain::OneHot | Domain::OneHotOrZero | Domain::Binary)
@@ -130,6 +158,8 @@ pub struct Usual {
     pub params: Vec<(String, Shape, Domain)>,
     /// η in terms of the usual parameters (and the known ones)
     pub eta: RecExpr<Node>,
+    /// the further natural parameters they give: (index in `known`, value)
+    pub naturals: Vec<(usize, RecExpr<Node>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -844,8 +874,8 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
         .chain(fam.known.iter().map(|k| k.0.clone()))
         .collect();
     let mut natural: Option<(RecExpr<Node>, Span)> = None;
-    // usual parameters given by name: (parameterisation, name, term, span)
-    let mut usual_given: Vec<(usize, String, RecExpr<Node>, Span)> = vec![];
+    // usual parameters given by name: (name, term, span)
+    let mut usual_given: Vec<(String, RecExpr<Node>, Span)> = vec![];
     let mut known: Vec<Option<(RecExpr<Node>, Shape)>> = vec![None; fam.known.len()];
     let mut positional = 0;
     for a in args {
@@ -865,10 +895,10 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
                         return Err(err(a.value.span, format!("`{n}` of {fname} is {ushape}, got {sh}")));
                     }
                     spd_only(scope, &t, *udomain, a.value.span, &format!("`{n}` of {fname}"))?;
-                    if usual_given.iter().any(|g| g.1 == *n) {
+                    if usual_given.iter().any(|g| g.0 == *n) {
                         return Err(err(*nspan, format!("`{n}` of {fname} is given twice")));
                     }
-                    usual_given.push((u, n.clone(), t, *nspan));
+                    usual_given.push((n.clone(), t, *nspan));
                     continue;
                 }
                 (None, Some(k)) => k + 1,
@@ -908,25 +938,41 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
             return Err(err(a.value.span, format!("{fname} takes {n} parameter{} ({}), got {}", if n == 1 { "" } else { "s" }, listed.join(", "), args.len())));
         }
     }
-    if let Some((u, _, _, uspan)) = usual_given.first() {
+    if let Some((_, _, uspan)) = usual_given.first() {
         if natural.is_some() {
             return Err(err(*uspan, format!("{fname}'s parameter is given twice: its natural parameter and a usual one")));
         }
-        let usual = &fam.usual[*u];
-        if let Some(g) = usual_given.iter().find(|g| g.0 != *u) {
-            return Err(err(g.3, format!("`{}` and `{}` are parameters of different parameterisations of {fname}", usual_given[0].1, g.1)));
-        }
-        let mut eta = usual.eta.clone();
+        // the parameterisation that has every usual parameter given (a name may be in several)
+        let has_all = |u: &Usual| usual_given.iter().all(|g| u.params.iter().any(|p| p.0 == g.0));
+        let Some(usual) = fam.usual.iter().find(|u| has_all(u)) else {
+            let first = fam.usual.iter().find(|u| u.params.iter().any(|p| p.0 == usual_given[0].0)).unwrap();
+            let g = usual_given.iter().find(|g| !first.params.iter().any(|p| p.0 == g.0)).unwrap();
+            return Err(err(g.2, format!("`{}` and `{}` are parameters of different parameterisations of {fname}", usual_given[0].0, g.0)));
+        };
         for (p, _, _) in &usual.params {
-            let Some(g) = usual_given.iter().find(|g| g.1 == *p) else {
+            if !usual_given.iter().any(|g| g.0 == *p) {
                 let all: Vec<String> = usual.params.iter().map(|p| format!("{} = …", p.0)).collect();
                 return Err(err(span, format!("{fname} needs `{p}` too: {fname}({})", all.join(", "))));
-            };
-            eta = crate::derive::replace(&eta, &RecExpr::from(vec![Node::Symbol(Symbol::from(p.as_str()))]), &g.2);
+            }
+        }
+        // the further natural parameters this parameterisation gives, like known ones
+        for (i, _) in &usual.naturals {
+            if known[*i].is_some() {
+                return Err(err(*uspan, format!("`{}` of {fname} is given twice: by itself and by the usual parameters", fam.known[*i].0)));
+            }
+        }
+        // the usual parameters' terms and the known ones, put in at once (a model's name may
+        // be a family's own: `binomial(prob = n, n = 10)`)
+        let mut with: Vec<(Symbol, &RecExpr<Node>)> = usual_given.iter().map(|g| (Symbol::from(g.0.as_str()), &g.1)).collect();
+        with.extend(fam.known.iter().zip(&known).filter_map(|(k, v)| v.as_ref().map(|(t, _)| (Symbol::from(k.0.as_str()), t))));
+        let eta = crate::derive::substitute(&usual.eta, &with);
+        let values: Vec<(usize, RecExpr<Node>)> = usual.naturals.iter().map(|(i, v)| (*i, crate::derive::substitute(v, &with))).collect();
+        for (i, v) in values {
+            known[i] = Some((v, fam.known[i].1));
         }
         natural = Some((eta, *uspan));
     }
-    let Some((mut eta, eta_span)) = natural else {
+    let Some((eta, eta_span)) = natural else {
         return Err(err(span, format!("{fname} needs its parameter: {fname}({}) or a usual one", fam.param)));
     };
     let mut given = vec![];
@@ -937,8 +983,6 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
         if sh != k.1 && !(k.1.is_scalar() && sh.is_column()) {
             return Err(err(span, format!("the known parameter `{}` of {fname} is {}, got {sh}", k.0, k.1)));
         }
-        // a usual parameter's map to η may use the known parameters
-        eta = crate::derive::replace(&eta, &RecExpr::from(vec![Node::Symbol(Symbol::from(k.0.as_str()))]), &t);
         given.push(t);
     }
     let shape = crate::lang::term_shapes(&eta, &|s| m.symbol_shape(s)).map_err(|e| err(eta_span, e))?.last().copied().unwrap_or(SCALAR);
@@ -955,18 +999,37 @@ fn instance(m: &mut Model, templates: &BTreeMap<String, Family>, fi: usize, know
     let base = &m.families[fi];
     let template = templates.get(&base.name).cloned().unwrap_or_else(|| base.clone());
     let mut f = template.clone();
-    let fill = |e: &RecExpr<Node>| {
-        template.known.iter().zip(known).fold(e.clone(), |acc, ((k, _, _), t)| crate::derive::replace(&acc, &RecExpr::from(vec![Node::Symbol(Symbol::from(k.as_str()))]), t))
-    };
+    // the family's own names for η and x must not be names the given terms use
+    // (`normal(m, variance = x)`): rename them
+    let used: Vec<Symbol> = known.iter().flat_map(|t| t.iter()).filter_map(|n| if let Node::Symbol(s) = n { Some(*s) } else { None }).collect();
+    let mut renames: Vec<(Symbol, RecExpr<Node>)> = vec![];
+    for local in [&mut f.param, &mut f.var] {
+        if used.contains(&Symbol::from(local.as_str())) {
+            let fresh = (1..).map(|i| format!("{local}{}", "'".repeat(i))).find(|n| !used.contains(&Symbol::from(n.as_str()))).unwrap();
+            renames.push((Symbol::from(local.as_str()), RecExpr::from(vec![Node::Symbol(Symbol::from(fresh.as_str()))])));
+            *local = fresh;
+        }
+    }
+    let mut with: Vec<(Symbol, &RecExpr<Node>)> = template.known.iter().zip(known).map(|((k, _, _), t)| (Symbol::from(k.as_str()), t)).collect();
+    with.extend(renames.iter().map(|(s, t)| (*s, t)));
+    let fill = |e: &RecExpr<Node>| crate::derive::substitute(e, &with);
     f.stat = fill(&template.stat);
     f.logpart = fill(&template.logpart);
     f.logh = fill(&template.logh);
+    f.pairing = fill(&template.pairing);
+    for (_, t) in f.naturals.iter_mut() {
+        *t = fill(t);
+    }
     for u in f.usual.iter_mut() {
         u.eta = fill(&u.eta);
+        for (_, t) in u.naturals.iter_mut() {
+            *t = fill(t);
+        }
     }
     f.textbook = template.textbook.as_ref().map(|(m, c)| (fill(m), fill(c)));
     f.known.clear();
-    let same = |g: &Family| g.logpart == f.logpart && g.stat == f.stat && g.logh == f.logh && g.known.is_empty();
+    f.given = known.to_vec();
+    let same = |g: &Family| g.logpart == f.logpart && g.stat == f.stat && g.logh == f.logh && g.pairing == f.pairing && g.known.is_empty() && g.given == f.given;
     if let Some(i) = m.families.iter().position(|g| (g.name == template.name || g.name.starts_with(&format!("{}_", template.name))) && same(g)) {
         return i;
     }
@@ -1036,6 +1099,8 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
     let mut logh = None;
     let mut mean_name = None;
     let (mut tb_mean, mut tb_cov) = (None, None);
+    // `T(P) = …`: (index of P in `known`, its statistic)
+    let mut naturals: Vec<(usize, RecExpr<Node>)> = vec![];
     for (i, (key, kspan, _)) in f.clauses.iter().enumerate() {
         if f.clauses[..i].iter().any(|(k, _, _)| k == key) {
             return Err(err(*kspan, format!("the clause `{key}` is given twice")));
@@ -1086,6 +1151,22 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
                     tb_cov = Some(t);
                 }
             }
+            k if k.starts_with("T(") => {
+                let p = &k[2..k.len() - 1];
+                let Some(i) = known.iter().position(|(n, _, _)| n == p) else {
+                    let why = if p == f.param { "its statistic is `T = …`".to_string() } else { format!("declare it after the natural parameter: {}({} : …, {p} : …)", f.name, f.param) };
+                    return Err(err(*kspan, format!("`{k}`: `{p}` is not a parameter of family `{}`; {why}", f.name)));
+                };
+                let (psh, pdom) = (known[i].1, known[i].2);
+                if !(matches!(pdom, Domain::Real | Domain::Negative | Domain::Positive) && psh.is_column() || pdom == Domain::Spd && psh.is_matrix()) {
+                    return Err(err(*kspan, format!("`{p}` can be a natural parameter only if it is real (a scalar or a vector) or a symmetric matrix, spd^(k,k)")));
+                }
+                let (t, sh) = build(&local(&f.var, var_shape), e)?;
+                if sh != psh {
+                    return Err(err(e.span, format!("T({p}) must have {p}'s shape ({psh}), got {sh}")));
+                }
+                naturals.push((i, t));
+            }
             "mean" => match &e.kind {
                 ExprKind::Var(n) => mean_name = Some(n.clone()),
                 _ => return Err(err(e.span, "`mean = NAME` takes a name for E[T(x)], such as p")),
@@ -1102,23 +1183,66 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
     };
     let logh = logh.unwrap_or_else(|| RecExpr::from(vec![Node::Num(0.into())]));
     let mut usual: Vec<Usual> = vec![];
-    for (names, e, uspan) in &f.usual {
+    naturals.sort_by_key(|(i, _)| *i);
+    // Σ ⟨P, T_P(x)⟩: a matrix pairs through vec(P)ᵀvec(T_P)
+    let mut pairing = RecExpr::default();
+    let mut total: Option<Id> = None;
+    for (i, t) in &naturals {
+        let (k, sh, _) = &known[*i];
+        let p = pairing.add(Node::Symbol(Symbol::from(k.as_str())));
+        let base = pairing.as_ref().len();
+        for n in t.iter() {
+            pairing.add(n.clone().map_children(|c| Id::from(usize::from(c) + base)));
+        }
+        let stat = Id::from(pairing.as_ref().len() - 1);
+        let term = if sh.is_matrix() {
+            let (vp, vs) = (pairing.add(Node::Vec(p)), pairing.add(Node::Vec(stat)));
+            pairing.add(Node::Dot([vp, vs]))
+        } else {
+            pairing.add(Node::Dot([p, stat]))
+        };
+        total = Some(match total {
+            Some(acc) => pairing.add(Node::Add([acc, term])),
+            None => term,
+        });
+    }
+    if total.is_none() {
+        pairing.add(Node::Num(0.into()));
+    }
+    for (names, es, uspan) in &f.usual {
         let mut params = vec![];
         for (u, t) in names {
             let (shape, domain) = type_shape(t, &dims)?;
             let taken = u == &f.param || u == &f.var || known.iter().any(|(k, _, _)| k == u) || params.iter().any(|(p, _, _): &(String, Shape, Domain)| p == u);
-            if taken || usual.iter().any(|x| x.params.iter().any(|(p, _, _)| p == u)) {
+            // a name may recur in another parameterisation with the same type (μ with Σ, μ with Λ)
+            let clash = usual.iter().flat_map(|x| &x.params).any(|(p, s, d)| p == u && (*s, *d) != (shape, domain));
+            if taken || clash {
                 return Err(err(*uspan, format!("the name `{u}` is used twice in family `{}`", f.name)));
             }
             params.push((u.clone(), shape, domain));
         }
         let mut locals: Vec<(String, Shape)> = params.iter().map(|(u, s, _)| (u.clone(), *s)).collect();
         locals.extend(known.iter().map(|(k, sh, _)| (k.clone(), *sh)));
-        let (eta, es) = build(&Scope { model: &empty, lets: &lets, locals, dims: &dims }, e)?;
-        if es != param_shape {
-            return Err(err(e.span, format!("the natural parameter from the usual parameters must be {param_shape}, got {es}")));
+        let scope = Scope { model: &empty, lets: &lets, locals, dims: &dims };
+        if es.len() != 1 + naturals.len() {
+            let mut names = vec![f.param.clone()];
+            names.extend(naturals.iter().map(|(i, _)| known[*i].0.clone()));
+            let want = if names.len() == 1 { names[0].clone() } else { format!("({})", names.join(", ")) };
+            return Err(err(es[0].span, format!("the usual parameters of `{}` must give {want}: {} natural parameter{}, got {}", f.name, names.len(), if names.len() == 1 { "" } else { "s" }, es.len())));
         }
-        usual.push(Usual { params, eta });
+        let (eta, eshape) = build(&scope, &es[0])?;
+        if eshape != param_shape {
+            return Err(err(es[0].span, format!("the natural parameter from the usual parameters must be {param_shape}, got {eshape}")));
+        }
+        let mut given = vec![];
+        for ((i, _), e) in naturals.iter().zip(&es[1..]) {
+            let (t, sh) = build(&scope, e)?;
+            if sh != known[*i].1 {
+                return Err(err(e.span, format!("`{}` from the usual parameters must be {}, got {sh}", known[*i].0, known[*i].1)));
+            }
+            given.push((*i, t));
+        }
+        usual.push(Usual { params, eta, naturals: given });
     }
     Ok(Family {
         name: f.name.clone(),
@@ -1132,9 +1256,12 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         logpart,
         logh,
         mean_name,
-        known,
         usual,
         recognise: f.recognise,
+        given: vec![],
+        naturals: naturals.into_iter().map(|(i, t)| (known[i].0.clone(), t)).collect(),
+        known,
+        pairing,
         textbook: match (tb_mean, tb_cov) {
             (Some(m), Some(c)) => Some((m, c)),
             (None, None) => None,

@@ -784,7 +784,7 @@ pub use crate::model::family_model;
 
 /// One family as `evolved families` shows it: its definition, then E[T] and Cov[T] as the
 /// rules derive them from A.
-pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: Option<&RecExpr<Node>>, style: Style) -> String {
+pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: Option<&RecExpr<Node>>, further: &[crate::derive::FurtherMoments], style: Style) -> String {
     let m = family_model(f);
     let p = Printer::new(&m, style).one_line();
     let n = |s: &str| name(s, style);
@@ -796,27 +796,60 @@ pub fn family_text(f: &crate::model::Family, mean: Option<&RecExpr<Node>>, cov: 
     let params = |u: &crate::model::Usual, sep: &str, ty: &dyn Fn(crate::lang::Shape, crate::model::Domain) -> String| {
         u.params.iter().map(|(p, s, d)| format!("{} {sep} {}", n(p), ty(*s, *d))).collect::<Vec<_>>().join(", ")
     };
-    let usual: Vec<String> = f.usual.iter().map(|u| format!("{} gives {} = {}", params(u, ":", &type_text), n(&f.param), p.print(&u.eta))).collect();
+    // what a usual parameterisation gives: η, and the further natural parameters
+    let gives = |u: &crate::model::Usual| {
+        let mut g = vec![format!("{} = {}", n(&f.param), p.print(&u.eta))];
+        g.extend(u.naturals.iter().map(|(i, t)| format!("{} = {}", n(&f.known[*i].0), p.print(t))));
+        g.join(", ")
+    };
+    let usual: Vec<String> = f.usual.iter().map(|u| format!("{} gives {}", params(u, ":", &type_text), gives(u))).collect();
+    // A's arguments: η and the further natural parameters
+    let args: Vec<String> = std::iter::once(n(&f.param)).chain(f.naturals.iter().map(|(q, _)| n(q))).collect();
+    let args = args.join(", ");
+    let print = |e: &Option<RecExpr<Node>>| e.as_ref().map(|e| p.print(e)).unwrap_or_else(none);
+    // (T_P statistic, E[T_P], Cov[T_P], Cov[T, T_P]) of each further natural parameter
+    let sub = |q: &str| if style == Style::Latex { format!("T_{{{}}}", n(q)) } else { format!("T_{}", n(q)) };
+    let more: Vec<(String, String, String, String, String)> = f
+        .naturals
+        .iter()
+        .map(|(q, stat)| {
+            let fm = further.iter().find(|m| &m.param == q);
+            let get = |pick: fn(&crate::derive::FurtherMoments) -> &Option<RecExpr<Node>>| fm.map(|m| print(pick(m))).unwrap_or_else(none);
+            (sub(q), p.print(stat), get(|m| &m.mean), get(|m| &m.cov), get(|m| &m.cross))
+        })
+        .collect();
     match style {
         Style::Latex => {
             let mut rows = vec![
                 format!("&\\textbf{{{}}}\\left({} \\in {}{}\\right),\\ {} \\in {}", latex_text(&f.name), n(&f.param), latex_type(f.param_shape, f.param_domain), f.known.iter().map(|(k, sh, d)| format!(";\\ {} \\in {}", n(k), latex_type(*sh, *d))).collect::<String>(), n(&f.var), latex_type(f.var_shape, f.support)),
-                format!("T({}) &= {t}, \\quad A({}) = {a}, \\quad \\log h({}) = {h}", n(&f.var), n(&f.param), n(&f.var)),
-                format!("\\mathbb{{E}}[T] &= {mean}"),
-                format!("\\operatorname{{Cov}}[T] &= {cov}"),
+                format!("T({}) &= {t}, \\quad A({args}) = {a}, \\quad \\log h({}) = {h}", n(&f.var), n(&f.var)),
             ];
+            rows.extend(more.iter().map(|(tq, stat, ..)| format!("{tq}({}) &= {stat}", n(&f.var))));
+            rows.push(format!("\\mathbb{{E}}[T] &= {mean}"));
+            rows.push(format!("\\operatorname{{Cov}}[T] &= {cov}"));
+            for (tq, _, m, c, x) in &more {
+                rows.push(format!("\\mathbb{{E}}[{tq}] &= {m}"));
+                rows.push(format!("\\operatorname{{Cov}}[{tq}] &= {c}"));
+                rows.push(format!("\\operatorname{{Cov}}[T, {tq}] &= {x}"));
+            }
             for u in &f.usual {
-                rows.push(format!("&\\text{{usual: }} {},\\ {} = {}", params(u, "\\in", &latex_type), n(&f.param), p.print(&u.eta)));
+                rows.push(format!("&\\text{{usual: }} {},\\ {}", params(u, "\\in", &latex_type), gives(u)));
             }
             rows.join(" \\\\\n")
         }
         _ => {
             let mut out = format!("{}({} : {}{known}) on {} : {}\n", f.name, n(&f.param), type_text(f.param_shape, f.param_domain), n(&f.var), type_text(f.var_shape, f.support));
-            out.push_str(&format!("  T({x}) = {t};  A({e}) = {a};  log h({x}) = {h}\n", x = n(&f.var), e = n(&f.param)));
+            out.push_str(&format!("  T({x}) = {t};  A({args}) = {a};  log h({x}) = {h}\n", x = n(&f.var)));
+            for (tq, stat, ..) in &more {
+                out.push_str(&format!("  {tq}({}) = {stat}\n", n(&f.var)));
+            }
             if !usual.is_empty() {
                 out.push_str(&format!("  usual: {}\n", usual.join("; ")));
             }
             out.push_str(&format!("  E[T]   = {mean}\n  Cov[T] = {cov}\n"));
+            for (tq, _, m, c, x) in &more {
+                out.push_str(&format!("  E[{tq}] = {m}\n  Cov[{tq}] = {c}\n  Cov[T, {tq}] = {x}\n"));
+            }
             out
         }
     }

@@ -509,7 +509,7 @@ pub fn family_rules(model: &Model) -> Vec<Rule> {
             } else {
                 rhs.add(ENodeOrVar::ENode(Node::Dot([tid, stat])))
             };
-            let h = splice(&mut rhs, &wrap(instantiate(&f.logh, &f.var, x)));
+            let h = splice(&mut rhs, &wrap(instantiate(&f.base_measure(), &f.var, x)));
             let sum = rhs.add(ENodeOrVar::ENode(Node::Add([dot, h])));
             let a = splice(&mut rhs, &a_node);
             rhs.add(ENodeOrVar::ENode(Node::Sub([sum, a])));

@@ -59,8 +59,10 @@ pub struct TypeExpr {
     pub span: Span,
 }
 
-/// `usual(NAME : TYPE, …) = η`: the usual parameters, the natural parameter, the place
-pub type UsualDecl = (Vec<(String, TypeExpr)>, Expr, Span);
+/// `usual(NAME : TYPE, …) = η` or `= (η, P, …)`: the usual parameters, the natural
+/// parameter(s) they give (η first, then the further natural parameters, those with a
+/// `T(P) = …` clause, in the order the family lists them), the place
+pub type UsualDecl = (Vec<(String, TypeExpr)>, Vec<Expr>, Span);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FamilyDecl {
@@ -71,7 +73,8 @@ pub struct FamilyDecl {
     pub var_type: TypeExpr,
     /// known (fixed) parameters after the natural one: `binomial(eta : R, n : count)`
     pub known: Vec<(String, TypeExpr)>,
-    /// `T = ...`, `A = ...`, `logh = ...`, `mean = name`, each with the span of its key.
+    /// `T = ...`, `A = ...`, `logh = ...`, `mean = name`, each with the span of its key;
+    /// `T(P) = ...` (key `T(P)`) makes the parameter P natural too, with that statistic.
     pub clauses: Vec<(String, Span, Expr)>,
     /// `usual(rate : positive) = log(rate)`, `usual(shape : positive, rate : positive) =
     /// [shape - 1, -rate]`: usual parameters and the natural parameter they give
@@ -771,25 +774,62 @@ impl<'a> Src<'a> {
                 }
                 let (r4, _) = self.expect_char(r4, ')', "after the usual parameters")?;
                 let (r4, _) = self.expect_char(r4, '=', "and the natural parameter it gives")?;
-                let (r4, e) = match self.expr(ws(r4, false), false) {
-                    Ok(x) => x,
-                    Err(nom::Err::Error(_)) => return fail(ws(r4, false), "expected the natural parameter as an expression of the usual one"),
-                    Err(e) => return Err(e),
-                };
-                usual.push((names, e, kspan));
+                let (r4, es) = self.natural_params(r4)?;
+                usual.push((names, es, kspan));
                 r = r4;
                 continue;
             }
+            // `T(P) = …`: the statistic that pairs with a further natural parameter P
+            let (r3, key) = match ws(r3, false).strip_prefix('(') {
+                Some(r4) if key == "T" => {
+                    let (r4, (p, _)) = self.name(r4, "the natural parameter this statistic pairs with")?;
+                    let (r4, _) = self.expect_char(r4, ')', "after the parameter's name")?;
+                    (r4, format!("T({p})"))
+                }
+                _ => (r3, key.to_string()),
+            };
             let (r3, _) = self.expect_char(r3, '=', "after the clause name")?;
             let (r3, e) = match self.expr(ws(r3, false), false) {
                 Ok(x) => x,
                 Err(nom::Err::Error(_)) => return fail(ws(r3, false), "expected an expression"),
                 Err(e) => return Err(e),
             };
-            clauses.push((key.to_string(), kspan, e));
+            clauses.push((key, kspan, e));
             r = r3;
         }
         Ok((r, FamilyDecl { name, param, param_type, var, var_type, known, clauses, usual, recognise }))
+    }
+
+    /// What a usual parameterisation gives: the natural parameter, `η`, or a parenthesised
+    /// list of several, `(η, P)` (a parenthesised expression without a comma is one).
+    fn natural_params(&self, i: &'a str) -> Res<'a, Vec<Expr>> {
+        let what = "expected the natural parameter as an expression of the usual one";
+        let one = |j: &'a str| match self.expr(ws(j, false), false) {
+            Ok((r, e)) => Ok((r, e)),
+            Err(nom::Err::Error(_)) => fail(ws(j, false), what),
+            Err(e) => Err(e),
+        };
+        let start = ws(i, false);
+        if let Some(mut r) = start.strip_prefix('(') {
+            let mut list = vec![];
+            loop {
+                let Ok((r2, e)) = one(r) else { break };
+                list.push(e);
+                match ws(r2, false).strip_prefix(',') {
+                    Some(r3) => r = r3,
+                    None => {
+                        r = r2;
+                        break;
+                    }
+                }
+            }
+            if list.len() > 1 {
+                let (r, _) = self.expect_char(r, ')', "after the natural parameters")?;
+                return Ok((r, list));
+            }
+        }
+        let (r, e) = one(start)?;
+        Ok((r, vec![e]))
     }
 
     /// `phase NAME` or `steps MODE` (a marker: a rule without a name), or a rule.

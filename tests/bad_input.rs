@@ -308,3 +308,18 @@ fn sums_matrices_and_matrix_families() {
     insta::assert_snapshot!("at_matrix_ragged", bad(&["derive", "examples/softmax_regression.ef", "--at", "W=[[1,2],[3]]; z=[1,2]; y=[0.5,0.5]"]));
     insta::assert_snapshot!("at_spd_not_symmetric", bad(&["derive", "examples/gaussian_precision.ef", "--at", "Lambda=[[2,1],[0,2]]; x=[1,2]; mu=[0,0]"]));
 }
+
+#[test]
+fn further_natural_parameters() {
+    // `T(P)` for a name that is not a parameter, with the wrong shape, on a parameter that
+    // cannot pair (positive definite but a vector), a usual tuple of the wrong length
+    let tail = "param a : R; data y : R^2; y ~ g(a); J = -log p(y)";
+    insta::assert_snapshot!("natural_unknown", placed(&format!("family g(t : R) on x : R^2, T = x[1], T(Q) = x[2], A = t^2 / 2; {tail}")));
+    insta::assert_snapshot!("natural_shape", placed(&format!("family g(t : R, Q : R) on x : R^2, T = x[1], T(Q) = x, A = t^2 / 2 - log(-Q) / 2; {tail}")));
+    insta::assert_snapshot!("natural_usual_count", placed(&format!("family g(t : R, Q : negative) on x : R^2, T = x[1], T(Q) = x[2]^2, A = -t^2 / (4 * Q) - log(-2 * Q) / 2, usual(m : R) = m; {tail}")));
+    // the precision given both by itself and through the usual parameters; parameters of
+    // two parameterisations
+    let m = "dim k; param mu : R^k; data S : spd^(k,k); data x : R^k";
+    insta::assert_snapshot!("natural_given_twice", placed(&format!("{m}; x ~ mvnormal2(mu = mu, Sigma = S, L = S); J = -log p(x)")));
+    insta::assert_snapshot!("natural_two_parameterisations", placed(&format!("{m}; x ~ mvnormal2(mu = mu, Sigma = S, Lambda = S); J = -log p(x)")));
+}

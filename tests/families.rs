@@ -378,3 +378,74 @@ fn wishart_moments_match_the_textbook_entry_by_entry() {
     let (dm, dc) = ev.moments(f, &eta, &env).unwrap();
     assert!(rel(&m, &dm) < 1e-12 && rel(&sym(&c), &sym(&dc)) < 1e-10);
 }
+
+#[test]
+fn mvnormal2_moments_of_the_precision_match_isserlis_and_the_log_partition() {
+    // x ~ N(μ, Σ) as mvnormal2(h = Λμ, L = Λ = Σ⁻¹), T = x and T_L = −xxᵀ/2. The rules derive
+    // E[T_L], Cov[T_L] and Cov[T, T_L] from A; a second way is A's central differences along
+    // symmetric directions, a third the Gaussian moments (Isserlis):
+    //   E[T_L] = −(Σ + μμᵀ)/2,
+    //   Cov(x_i x_j, x_p x_q) = Σ_ip Σ_jq + Σ_iq Σ_jp + μ_i μ_p Σ_jq + μ_i μ_q Σ_jp + μ_j μ_p Σ_iq + μ_j μ_q Σ_ip,
+    //   Cov(x_i, x_p x_q) = μ_p Σ_iq + μ_q Σ_ip.
+    let fams = evolved::catalog_families();
+    let f = fams.iter().find(|f| f.name == "mvnormal2").expect("mvnormal2 in the catalog");
+    let rules = evolved::default_rules();
+    let (mean, _) = family_moments(f, &rules, &Limits::default()).unwrap();
+    let further = evolved::derive::further_moments(f, mean.as_ref(), &rules, &Limits::default()).unwrap();
+    assert_eq!(further.len(), 1);
+    let fm = &further[0];
+    assert_eq!(fm.param, "L");
+    let (em, ec, ex) = (fm.mean.clone().expect("E[T_L] derived"), fm.cov.clone().expect("Cov[T_L] derived"), fm.cross.clone().expect("Cov[T, T_L] derived"));
+    let model = family_model(f);
+    let ev = Evaluator::new(&model);
+    let k = 3;
+    let sigma = Mat::from_row_slice(k, k, &[2.0, 0.5, -0.3, 0.5, 1.0, 0.2, -0.3, 0.2, 1.5]);
+    let mu = Mat::from_column_slice(k, 1, &[0.5, -1.0, 2.0]);
+    let lam = sigma.clone().try_inverse().unwrap();
+    let mut env = Env::new();
+    env.insert(egg::Symbol::from(f.param.as_str()), &lam * &mu);
+    env.insert(egg::Symbol::from("L"), lam.clone());
+    let (m, c, x) = (ev.eval(&em, &env).unwrap(), ev.eval(&ec, &env).unwrap(), ev.eval(&ex, &env).unwrap());
+    assert_eq!((m.shape(), c.shape(), x.shape()), ((k, k), (k * k, k * k), (k, k * k)));
+
+    // the third way
+    let second = -(&sigma + &mu * mu.transpose()) / 2.0;
+    assert!(rel(&m, &second) < 1e-12, "E[T_L] {m} vs −(Σ + μμᵀ)/2 {second}");
+    let (s, u) = (|a: usize, b: usize| sigma[(a, b)], |a: usize| mu[(a, 0)]);
+    let isserlis = Mat::from_fn(k * k, k * k, |a, b| {
+        let (i, j, p, q) = (a % k, a / k, b % k, b / k);
+        (s(i, p) * s(j, q) + s(i, q) * s(j, p) + u(i) * u(p) * s(j, q) + u(i) * u(q) * s(j, p) + u(j) * u(p) * s(i, q) + u(j) * u(q) * s(i, p)) / 4.0
+    });
+    let sym = |m: &Mat<f64>| evolved::check::symmetric_part(m, k, 2);
+    assert!(rel(&sym(&c), &isserlis) < 1e-12, "Cov[T_L] {c} vs Isserlis {isserlis}");
+    // Cov[T, T_L] along symmetric directions: the mean of columns (p, q) and (q, p)
+    let xs = Mat::from_fn(k, k * k, |i, b| (x[(i, b)] + x[(i, (b % k) * k + b / k)]) / 2.0);
+    let cross = Mat::from_fn(k, k * k, |i, b| {
+        let (p, q) = (b % k, b / k);
+        -(u(p) * s(i, q) + u(q) * s(i, p)) / 2.0
+    });
+    assert!(rel(&xs, &cross) < 1e-12, "Cov[T, T_L] {x} vs {cross}");
+
+    // the second way: A(h, L + tD) by central differences, D = e_p e_qᵀ + e_q e_pᵀ, gives
+    // ⟨E[T_L], D⟩, and second differences along D and E give vec(D)ᵀ Cov[T_L] vec(E)
+    let a_at = |l: &Mat<f64>| {
+        let mut e = env.clone();
+        e.insert(egg::Symbol::from("L"), l.clone());
+        ev.eval(&f.logpart, &e).unwrap()[(0, 0)]
+    };
+    let dir = |p: usize, q: usize| Mat::from_fn(k, k, |a, b| if (a, b) == (p, q) || (a, b) == (q, p) { 1.0 } else { 0.0 });
+    let t = 1e-4;
+    for (p, q) in [(0, 0), (0, 1), (1, 2), (2, 2)] {
+        let d = dir(p, q);
+        let fd = (a_at(&(&lam + &d * t)) - a_at(&(&lam - &d * t))) / (2.0 * t);
+        let want = m.component_mul(&d).sum();
+        assert!((fd - want).abs() < 1e-7 * want.abs().max(1.0), "∂A along D({p},{q}): {fd} vs ⟨E[T_L], D⟩ {want}");
+        for (r, s2) in [(0, 0), (1, 0), (2, 1)] {
+            let e = dir(r, s2);
+            let fd2 = (a_at(&(&lam + (&d + &e) * t)) - a_at(&(&lam + (&d - &e) * t)) - a_at(&(&lam + (&e - &d) * t)) + a_at(&(&lam - (&d + &e) * t))) / (4.0 * t * t);
+            let (vd, ve) = (Mat::from_column_slice(k * k, 1, d.as_slice()), Mat::from_column_slice(k * k, 1, e.as_slice()));
+            let want2 = (vd.transpose() * &c * ve)[(0, 0)];
+            assert!((fd2 - want2).abs() < 1e-5 * want2.abs().max(1.0), "∂²A along D({p},{q}), D({r},{s2}): {fd2} vs {want2}");
+        }
+    }
+}

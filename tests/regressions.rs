@@ -157,3 +157,34 @@ fn a_transposed_matrix_parameter_goes_through_the_commutation_matrix() {
     assert!(c.undefined > 0);
     assert!(d.at(0, "W=[[0,1],[1,0]]")[(0, 0)].is_nan());
 }
+
+#[test]
+fn a_known_parameter_given_a_model_parameter_is_differentiated() {
+    // x ~ mvnormal(η, S = S) with S a parameter: −log p = ηᵀSη/2 − ηᵀx + xᵀS⁻¹x/2 + logdet(2πS)/2,
+    // so ∇_S = ηηᵀ/2 − S⁻¹xxᵀS⁻¹/2 + S⁻¹/2 (the rules once took S's family for a constant: 0)
+    let d = derive_text("dim k; param eta : R^k; param S : spd^(k,k); data x : R^k; x ~ mvnormal(eta, S = S); J = -log p(x); derive grad J wrt S");
+    assert!(d.check().passed, "{:?}", d.check().comparisons);
+    let (eta, x) = ([0.3, -1.2], [1.0, 0.5]);
+    let s = nalgebra::Matrix2::new(2.0, 0.4, 0.4, 1.0);
+    let si = s.try_inverse().unwrap();
+    let (e, xv) = (nalgebra::Vector2::from(eta), nalgebra::Vector2::from(x));
+    let want = e * e.transpose() / 2.0 - si * xv * xv.transpose() * si / 2.0 + si / 2.0;
+    let got = d.at(1, "eta=[0.3,-1.2]; x=[1,0.5]; S=[[2,0.4],[0.4,1]]");
+    let sym = (&got + got.transpose()) / 2.0;
+    assert_close(&entries(&sym), &[want[(0, 0)], want[(0, 1)], want[(1, 0)], want[(1, 1)]], "∇_S");
+}
+
+#[test]
+fn a_model_name_that_is_also_a_family_name_is_not_captured() {
+    // the model's n is binomial's success probability; binomial's own n (trials) is 10.
+    // −log p = −y log n − (10 − y) log(1 − n) − log C(10, y): the derivative is in the model's n
+    let d = derive_text("param n : unit; data y : count; y ~ binomial(prob = n, n = 10); J = -log p(y)");
+    assert!(d.check().passed, "{:?}", d.check().comparisons);
+    let (n, y) = (0.3f64, 4.0);
+    assert_close(&entries(&d.at(1, "n=0.3; y=4")), &[-y / n + (10.0 - y) / (1.0 - n)], "∂/∂n");
+    // a model's x as the normal's variance, where the family's own variable is also x
+    let d = derive_text("param m : R; param x : positive; data y : R; y ~ normal(mu = m, variance = x); J = -log p(y); derive grad J wrt x");
+    assert!(d.check().passed, "{:?}", d.check().comparisons);
+    let (m, x, y) = (0.5f64, 2.0, 1.5);
+    assert_close(&entries(&d.at(1, "m=0.5; x=2; y=1.5")), &[1.0 / (2.0 * x) - (y - m).powi(2) / (2.0 * x * x)], "∂/∂variance");
+}
