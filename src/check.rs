@@ -391,19 +391,7 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
                 None => ev.eval(loss, &env),
             };
             let mut got = ev.eval(&r.term, &env);
-            if let Some(v) = wrt.and_then(|w| model.var(w)).filter(|v| v.shape.is_matrix()) {
-                // a gradient left as vec(G) is compared shaped like the variable; for a
-                // symmetric matrix only symmetric directions count
-                let n = env[&Symbol::from(v.name.as_str())].nrows();
-                got = got.map(|g| match &want {
-                    Ok(w) if r.order == 1 && g.shape() != w.shape() && g.len() == w.len() => Mat::from_column_slice(w.nrows(), w.ncols(), g.as_slice()),
-                    _ => g,
-                });
-                if v.domain == crate::model::Domain::Spd && r.order <= 2 {
-                    got = got.map(|g| symmetric_part(&g, n, r.order));
-                    want = want.map(|w| symmetric_part(&w, n, r.order));
-                }
-            }
+            in_matrix_terms(model, wrt, r.order, &env, &mut got, &mut want);
             if let (2, Ok(h)) = (r.order, &got) {
                 if let Some(s) = spectra.iter_mut().find(|s| s.quantity == comps[i].quantity) {
                     s.add(h);
@@ -427,8 +415,10 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
         }
         for (j, c) in model.claims.iter().enumerate() {
             let loss = model.loss(&c.loss).unwrap();
-            let want = reference(&ev, loss, Symbol::from(c.wrt.as_str()), &env, c.order == 2).map(|(_, g, h)| if c.order == 1 { g } else { h });
-            record(&mut comps[d.results.len() + ndefs + j], ev.eval(&c.term, &env), want);
+            let mut want = reference(&ev, loss, Symbol::from(c.wrt.as_str()), &env, c.order == 2).map(|(_, g, h)| if c.order == 1 { g } else { h });
+            let mut got = ev.eval(&c.term, &env);
+            in_matrix_terms(model, Some(Symbol::from(c.wrt.as_str())), c.order, &env, &mut got, &mut want);
+            record(&mut comps[d.results.len() + ndefs + j], got, want);
         }
     }
     for c in comps.iter_mut() {
@@ -442,12 +432,32 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
     CheckReport { points: used, undefined, skipped: skipped_large, stopped, sizes, comparisons: comps, spectra, passed }
 }
 
+/// A derivative in a matrix variable compared as the results are stated: a gradient left as
+/// vec(G) shaped like the variable, and for a symmetric matrix only symmetric directions.
+fn in_matrix_terms(model: &Model, wrt: Option<Symbol>, order: usize, env: &Env<f64>, got: &mut Result<Mat<f64>, String>, want: &mut Result<Mat<f64>, String>) {
+    let Some(v) = wrt.and_then(|w| model.var(w)).filter(|v| v.shape.is_matrix()) else { return };
+    if let (Ok(g), Ok(w)) = (got.as_mut(), want.as_ref()) {
+        if order == 1 && g.shape() != w.shape() && g.len() == w.len() {
+            *g = Mat::from_column_slice(w.nrows(), w.ncols(), g.as_slice());
+        }
+    }
+    if v.domain == crate::model::Domain::Spd && order <= 2 {
+        let n = env[&Symbol::from(v.name.as_str())].nrows();
+        for m in [got, want].into_iter().flatten() {
+            *m = symmetric_part(m, n, order);
+        }
+    }
+}
+
 /// Checks that every family's A is its log-partition: on a finite support the
 /// probabilities must sum to 1 at random natural parameters.
 pub fn validate_families(model: &Model) -> Result<(), String> {
     let ev = Evaluator::new(model);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for f in &model.families {
+        // a copy with known parameters filled in (perhaps with the model's variables) is
+        // checked as declared
+        let f = f.template.as_deref().unwrap_or(f);
         let n = match f.param_shape {
             Shape::Mat(Dim::One, _) => 1,
             Shape::Mat(Dim::Named(s), _) => s.as_str().parse().unwrap_or(3),
@@ -497,7 +507,8 @@ pub fn family_point(f: &crate::model::Family, n: usize, rng: &mut ChaCha8Rng) ->
                 e.insert(Symbol::from(name.as_str()), sample(rng, size(r), size(c), *domain));
             }
             // the further natural parameters this parameterisation gives
-            for (i, value) in &u.naturals {
+            // (a copy with its known parameters filled in has them in place already)
+            for (i, value) in u.naturals.iter().filter(|(i, _)| *i < f.known.len()) {
                 let v = Evaluator::new(&Model::default()).eval(value, &e)?;
                 env.insert(Symbol::from(f.known[*i].0.as_str()), v);
             }

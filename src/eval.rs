@@ -483,6 +483,28 @@ impl<'m> Evaluator<'m> {
     /// KL(F(η₁) ‖ F(η₂)) = Σₓ p₁(x) (log p₁(x) − log p₂(x)), summed over a finite or count
     /// support; on other supports from A and its dual-number gradient (the Bregman form
     /// A(η₂) − A(η₁) − (η₂ − η₁)ᵀ∇A(η₁), which holds for every exponential family).
+    /// E[T] = ∇A at a column η that carries derivative parts, carrying them too: with
+    /// η = a + δ₁ε₁ + δ₂ε₂ + δ₁₂ε₁ε₂, E[T](η) = m + H δ₁ ε₁ + H δ₂ ε₂ + ((D_δ₂H) δ₁ + H δ₁₂) ε₁ε₂,
+    /// m and H = Cov[T] from A's hyper-dual derivatives at a, D_δ₂H by central differences of
+    /// H (Richardson-extrapolated: error of order t⁴). So a derivative of KL in its first
+    /// argument sees E[T] move.
+    fn mean_along<S: Scalar>(&self, f: &Family, eta: &Mat<S>, env: &Env<f64>) -> Result<Vec<S>, String> {
+        let part = |k: usize| eta.map(|x| x.parts()[k]);
+        let (a, d1, d2, d12) = (part(0), part(1), part(2), part(3));
+        let (m, h) = self.moments(f, &a, env)?;
+        let nonzero = |d: &Mat<f64>| d.iter().any(|x| *x != 0.0);
+        let dh = if nonzero(&d1) && nonzero(&d2) {
+            let cov = |t: f64| self.moments(f, &(&a + &d2 * t), env).map(|(_, c)| c);
+            let slope = |t: f64| -> Result<Mat<f64>, String> { Ok((cov(t)? - cov(-t)?) / (2.0 * t)) };
+            let t = 1e-4 / d2.amax();
+            let (wide, narrow) = (slope(t)?, slope(t / 2.0)?);
+            (narrow * 4.0 - wide) / 3.0
+        } else {
+            Mat::zeros(h.nrows(), h.ncols())
+        };
+        Ok((0..a.nrows()).map(|i| S::from_parts([m[(i, 0)], h.row(i).dot(&d1.transpose()), h.row(i).dot(&d2.transpose()), dh.row(i).dot(&d1.transpose()) + h.row(i).dot(&d12.transpose())])).collect())
+    }
+
     fn kl<S: Scalar>(&self, f: &Family, e1: &Mat<S>, e2: &Mat<S>, env: &Env<S>) -> Result<S, String> {
         let n = e1.nrows();
         if f.param_shape.is_scalar() && n > 1 {
@@ -513,8 +535,8 @@ impl<'m> Evaluator<'m> {
                 Ok(total)
             }
             None => {
-                let (m, _) = self.moments(f, &e1.map(|x| x.re()), &real)?;
-                let dot = (0..n).fold(S::of(0.0), |acc, i| acc + (e2[(i, 0)] - e1[(i, 0)]) * S::of(m[(i, 0)]));
+                let m = self.mean_along(f, e1, &real)?;
+                let dot = (0..n).fold(S::of(0.0), |acc, i| acc + (e2[(i, 0)] - e1[(i, 0)]) * m[i]);
                 Ok(a2 - a1 - dot)
             }
         }

@@ -105,6 +105,9 @@ pub struct Family {
     /// in a model's copy, the terms its known parameters were given (`S = Sigma`): the
     /// family's A, T and log h depend on what they depend on
     pub given: Vec<RecExpr<Node>>,
+    /// in a model's copy, the family as declared (its known parameters unfilled): a later
+    /// `~` statement reads its arguments against it
+    pub template: Option<Box<Family>>,
     /// usual parameterisations: `x ~ poisson(rate = λ)` means η = log λ
     pub usual: Vec<Usual>,
     /// further natural parameters: known parameters with a statistic of their own
@@ -447,7 +450,7 @@ impl<'s, 'm> Builder<'s, 'm> {
                 if one.index != two.index {
                     return Err(err(e.span, format!("KL between two families ({f1} and {f2}) is not supported: both members must be of one family")));
                 }
-                if !fam.known.is_empty() {
+                if !fam.known.is_empty() || fam.template.is_some() {
                     return Err(err(e.span, format!("KL of {f1}, a family with known parameters, is not supported yet")));
                 }
                 if one.shape != two.shape {
@@ -691,7 +694,7 @@ pub(crate) fn build_model_from(stmts: &[syntax::Stmt], catalog: impl FnOnce() ->
                 let scope = Scope { model: &m, lets: &lets, locals: vec![], dims: &m.dims };
                 let member = resolve_member(&scope, fname, *family_span, args, st.span)?;
                 let (fi, param, pshape) = (member.index, member.eta.clone(), member.shape);
-                let fi = if m.families[fi].known.is_empty() { fi } else { instance(&mut m, &templates, fi, &member.known) };
+                let fi = if member.known.is_empty() { fi } else { instance(&mut m, &templates, fi, &member.known) };
                 let fam = &m.families[fi];
                 let bind = bind_dims(fam.param_shape, pshape).unwrap_or_default();
                 let elementwise = fam.param_shape.is_scalar() && !pshape.is_scalar();
@@ -789,6 +792,9 @@ pub(crate) fn build_model_from(stmts: &[syntax::Stmt], catalog: impl FnOnce() ->
                         None => params.iter().map(|v| v.name.clone()).collect(),
                     };
                     for w in wrts {
+                        if it.order == 3 && m.vars[&w].shape.is_matrix() {
+                            return Err(err(it.span, format!("hvp is for a scalar or vector parameter; `{w}` is {}: use hess (over vec({w}))", m.vars[&w].shape)));
+                        }
                         if it.order == 3 && !m.directions.contains_key(&w) {
                             // the direction: v (or v_θ when v is taken), shaped like the parameter
                             let name = ["v".to_string(), format!("v_{w}")].into_iter().find(|n| !m.vars.contains_key(n) && !lets.contains_key(n)).unwrap_or_else(|| format!("dir_{w}"));
@@ -868,7 +874,8 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
         let known: Vec<&str> = m.families.iter().map(|f| f.name.as_str()).collect();
         return Err(err(fspan, format!("unknown family `{fname}`; known: {}", known.join(", "))));
     };
-    let fam = &m.families[fi];
+    // a copy with its known parameters filled in is read as the family declared
+    let fam = m.families[fi].template.as_deref().unwrap_or(&m.families[fi]);
     let names: Vec<String> = std::iter::once(fam.param.clone())
         .chain(fam.usual.iter().flat_map(|u| u.params.iter().map(|p| p.0.clone())))
         .chain(fam.known.iter().map(|k| k.0.clone()))
@@ -929,6 +936,14 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
                 };
                 if !ok {
                     return Err(err(a.value.span, format!("`{kname}` of {fname} must be {what}, got {x}")));
+                }
+            }
+            let (kname, _, kdomain) = &fam.known[slot - 1];
+            spd_only(scope, &t, *kdomain, a.value.span, &format!("`{kname}` of {fname}"))?;
+            // a variable given for a count (binomial's n) must be declared one
+            if let [Node::Symbol(s)] = t.as_ref() {
+                if let Some(v) = m.var(*s).filter(|v| *kdomain == Domain::Count && v.domain != Domain::Count) {
+                    return Err(err(a.value.span, format!("`{kname}` of {fname} is a count: `{}` is declared {}, give a number or a variable declared `count`", v.name, v.domain.name())));
                 }
             }
             known[slot - 1] = Some((t, sh));
@@ -1029,6 +1044,7 @@ fn instance(m: &mut Model, templates: &BTreeMap<String, Family>, fi: usize, know
     f.textbook = template.textbook.as_ref().map(|(m, c)| (fill(m), fill(c)));
     f.known.clear();
     f.given = known.to_vec();
+    f.template = Some(Box::new(template.clone()));
     let same = |g: &Family| g.logpart == f.logpart && g.stat == f.stat && g.logh == f.logh && g.pairing == f.pairing && g.known.is_empty() && g.given == f.given;
     if let Some(i) = m.families.iter().position(|g| (g.name == template.name || g.name.starts_with(&format!("{}_", template.name))) && same(g)) {
         return i;
@@ -1259,6 +1275,7 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
         usual,
         recognise: f.recognise,
         given: vec![],
+        template: None,
         naturals: naturals.into_iter().map(|(i, t)| (known[i].0.clone(), t)).collect(),
         known,
         pairing,

@@ -21,12 +21,19 @@ pub fn polygamma(n: u32, x: f64) -> f64 {
         return f64::NAN;
     }
     if x <= 0.0 {
-        if n == 0 && x.fract() != 0.0 && x.is_finite() {
+        // the poles 0, −1, −2, …
+        if x.fract() == 0.0 || !x.is_finite() {
+            return f64::NAN;
+        }
+        if n == 0 {
             // reflection: ψ(x) = ψ(1 − x) − π cot(πx)
             let pi = std::f64::consts::PI;
             return polygamma(0, 1.0 - x) - pi / (pi * x).tan();
         }
-        return f64::NAN;
+        // else the recurrence below climbs from x (one step per unit: not from far out)
+        if x < -1e6 {
+            return f64::NAN;
+        }
     }
     if x == f64::INFINITY {
         return if n == 0 { f64::INFINITY } else { 0.0 };
@@ -141,6 +148,12 @@ mod tests {
             assert!((a - b).abs() <= 1e-15 * (1.0 / (x * x)).max(a.abs()).max(1.0), "{x}");
         }
         assert!(close(polygamma(0, -0.5), polygamma(0, 1.5) - PI / (-0.5 * PI).tan()));
+        // below 0 too, between the poles: ψ′(x) + ψ′(1 − x) = π²/sin²(πx), ψ′(−1/2) = π²/2 + 4
+        assert!(close(polygamma(1, -0.5), PI * PI / 2.0 + 4.0));
+        for x in [-0.3, -2.7, -41.2] {
+            assert!((polygamma(1, x) + polygamma(1, 1.0 - x) - (PI / (PI * x).sin()).powi(2)).abs() <= 1e-12 * polygamma(1, x).abs(), "{x}");
+        }
+        assert!(polygamma(1, -3.0).is_nan() && polygamma(2, 0.0).is_nan());
         assert!(close(lgamma(5.0), 24f64.ln()));
         assert!(close(lgamma(0.5), PI.sqrt().ln()));
         assert_eq!(lgamma(0.0), f64::INFINITY);

@@ -323,3 +323,11 @@ fn further_natural_parameters() {
     insta::assert_snapshot!("natural_given_twice", placed(&format!("{m}; x ~ mvnormal2(mu = mu, Sigma = S, L = S); J = -log p(x)")));
     insta::assert_snapshot!("natural_two_parameterisations", placed(&format!("{m}; x ~ mvnormal2(mu = mu, Sigma = S, Lambda = S); J = -log p(x)")));
 }
+
+#[test]
+fn known_parameters_out_of_their_domain_and_hvp_in_a_matrix() {
+    // a precision that is not declared spd, a count given by a positive variable, hvp in a matrix
+    insta::assert_snapshot!("known_not_spd", placed("dim k; param a : R^k; data S : R^(k,k); data x : R^k; x ~ mvnormal2(a, L = S); J = -log p(x)"));
+    insta::assert_snapshot!("known_count_not_count", placed("param a : R; data N : positive; data y : count; y ~ binomial(a, n = N); J = -log p(y)"));
+    insta::assert_snapshot!("hvp_in_a_matrix", placed("dim k; param S : spd^(k,k); J = trace(S S); derive hvp J"));
+}
