@@ -214,6 +214,15 @@ impl<'m> Printer<'m> {
 
     /// E[v] when a model variable v is drawn from this family with this parameter,
     /// E[T(v)] when T is not v itself, else E[T].
+    /// Whether a family's A needs its name: variables are drawn from other families too.
+    fn several_families(&self, f: Symbol) -> bool {
+        let drawn: std::collections::BTreeSet<usize> = self.model.vars.values().filter_map(|v| v.family.as_ref().map(|(i, _, _)| *i)).collect();
+        match self.model.family_index(f) {
+            Some(i) => drawn.iter().any(|d| *d != i),
+            None => !drawn.is_empty(),
+        }
+    }
+
     fn family_var(&self, t: &RecExpr<Node>, f: Id, arg: Id) -> String {
         match drawn_from(self.model, t, f, arg) {
             Some((v, true)) => name(&v, self.style),
@@ -512,9 +521,19 @@ impl<'m> Printer<'m> {
                 let (l, r) = if self.tex() { ("\\log p\\left(", "\\right)") } else { ("log p(", ")") };
                 (txt(l).append(d(*x).0).append(txt(bar)).append(d(*th).0).append(txt(r)), ATOM)
             }
-            Node::LogPart([_, th]) => {
-                let (l, r) = if self.tex() { ("A\\left(", "\\right)") } else { ("A(", ")") };
-                (txt(l).append(d(*th).0).append(txt(r)), ATOM)
+            Node::LogPart([f, th]) => {
+                // with more than one family about, A says whose it is: A_bernoulli(η)
+                let whose = match &t[*f] {
+                    Node::Symbol(fs) if self.several_families(*fs) => fs.to_string(),
+                    _ => String::new(),
+                };
+                let head = match (whose.is_empty(), self.tex()) {
+                    (true, _) => "A".to_string(),
+                    (false, true) => format!("A_{{\\text{{{}}}}}", whose.replace('_', "\\_")),
+                    (false, false) => format!("A_{whose}"),
+                };
+                let (l, r) = if self.tex() { (format!("{head}\\left("), "\\right)") } else { (format!("{head}("), ")") };
+                (txt(&l).append(d(*th).0).append(txt(r)), ATOM)
             }
             Node::Mean([f, arg]) | Node::Cov([f, arg]) | Node::Second([f, arg]) => {
                 let x = self.family_var(t, *f, *arg);

@@ -231,3 +231,13 @@ fn kl_in_its_first_argument_for_a_continuous_family() {
     assert!(d.check().passed, "{:?}", d.check().comparisons);
     assert_close(&value(m, 1, "a=1; b=0.5"), &[0.75], "∂KL/∂a");
 }
+
+#[test]
+fn two_families_log_partitions_are_told_apart() {
+    // ∂/∂N of binomial's A(η) = N log(1 + e^η) is log(1 + e^η), which the rules know as
+    // Bernoulli's A: printed as a second `A(η)` it read as the first
+    let d = derive_text("param eta : R; param N : count; data y : count; y ~ binomial(eta, n = N); J = -log p(y); derive grad J wrt N");
+    let text = evolved::report::Outcome::new(&d.model, &d.d, &[]).text(evolved::print::Style::Unicode, false);
+    assert!(text.contains("A_bernoulli(η) = log(1 + exp(η))") && text.contains("A(η) = N log(1 + exp(η))"), "{text}");
+    assert_close(&value("param eta : R; param N : count; data y : count; y ~ binomial(eta, n = N); J = -log p(y); derive grad J wrt N", 1, "eta=0.4; N=6; y=2"), &[(1.0 + 0.4f64.exp()).ln() - (1.0 / 5.0 + 1.0 / 6.0)], "∂/∂N = log(1 + e^η) − (ψ(7) − ψ(5))");
+}
