@@ -325,13 +325,19 @@ fn saturate(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Li
 }
 
 fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
-    // as egg's runner warns
+    // as egg's runner warns; the schedule is kept per rule name, as egg's is (a map from
+    // names to slots: a scan of the names for each of a few hundred rules costs more than
+    // a small run)
     let mut names: Vec<(Symbol, usize)> = vec![];
+    let mut index: std::collections::HashMap<Symbol, usize> = std::collections::HashMap::with_capacity(rules.len());
+    let mut slot: Vec<usize> = Vec::with_capacity(rules.len());
     for rw in rules {
-        match names.iter_mut().find(|(n, _)| *n == rw.name) {
-            Some((_, k)) => *k += 1,
-            None => names.push((rw.name, 1)),
-        }
+        let k = *index.entry(rw.name).or_insert_with(|| {
+            names.push((rw.name, 0));
+            names.len() - 1
+        });
+        names[k].1 += 1;
+        slot.push(k);
     }
     if names.iter().any(|(_, k)| *k > 1) {
         eprintln!("WARNING: Duplicated rule names may affect rule reporting and scheduling.");
@@ -339,8 +345,6 @@ fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits
             eprintln!("Rule '{name}' appears {k} times");
         }
     }
-    // the schedule is kept per rule name, as egg's is
-    let slot: Vec<usize> = rules.iter().map(|rw| names.iter().position(|(n, _)| *n == rw.name).unwrap()).collect();
     let mut stats: Vec<Backoff> =
         names.iter().map(|_| Backoff { times_applied: 0, banned_until: 0, times_banned: 0, match_limit: 20_000, ban_length: 5 }).collect();
     let time_limit = Duration::from_secs_f64(limits.seconds);
