@@ -389,19 +389,21 @@ fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits
             for (k, rw) in rules.iter().enumerate() {
                 let s = &mut stats[slot[k]];
                 if i < s.banned_until {
-                    matches.push(vec![]);
+                    matches.push((vec![], None));
                 } else {
                     let threshold = s.match_limit.checked_shl(s.times_banned as u32).unwrap();
                     let found = rw.search_with_limit(egraph, threshold.saturating_add(1));
+                    // the search's memory lends its matches: they go back once applied
+                    let lender = crate::ematch::Memory::lender(egraph);
                     let total: usize = found.iter().map(|m| m.substs.len()).sum();
                     if total > threshold {
                         let ban_length = s.ban_length << s.times_banned;
                         s.times_banned += 1;
                         s.banned_until = i + ban_length;
-                        matches.push(vec![]);
+                        matches.push((vec![], None));
                     } else {
                         s.times_applied += 1;
-                        matches.push(found);
+                        matches.push((found, lender));
                     }
                 }
                 if k % CLOCK_EVERY == CLOCK_EVERY - 1 {
@@ -415,9 +417,12 @@ fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits
         }
         let mut applied: Vec<(Symbol, usize)> = vec![];
         if result.is_ok() {
-            for (k, (rw, found)) in rules.iter().zip(matches).enumerate() {
+            for (k, (rw, (found, lender))) in rules.iter().zip(matches).enumerate() {
                 if !found.is_empty() {
                     let n = rw.apply(egraph, &found).len();
+                    if let Some(lender) = lender {
+                        crate::ematch::Memory::give_back(egraph, lender, found);
+                    }
                     if n > 0 {
                         match applied.iter_mut().find(|(name, _)| *name == rw.name) {
                             Some((_, m)) => *m += n,

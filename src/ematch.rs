@@ -64,12 +64,17 @@ pub struct Memory {
     anywhere: u64,
     /// per rule (its searcher's serial number): its last search
     rules: Vec<Option<Found>>,
+    /// the searcher whose matches the last search lent
+    lender: Option<usize>,
 }
 
 /// One search: in which epoch, and its matches per class in the order searched (all of
-/// them: a search cut off by its limit is not kept).
+/// them: a search cut off by its limit is not kept). The matches are lent to the run
+/// (moved into the search's result, not copied) until it gives them back after applying
+/// them (`Memory::give_back`); a search whose matches never came back is not used.
 struct Found {
     epoch: u32,
+    lent: bool,
     matches: Vec<(Id, Vec<Subst>)>,
 }
 
@@ -155,6 +160,23 @@ impl Memory {
             changed[i] = ops;
             m.everywhere |= ops;
             *seen = Some(class.nodes.clone());
+        }
+    }
+
+    /// The searcher whose matches the last search lent (to give them back), if it did.
+    pub fn lender(egraph: &Graph) -> Option<usize> {
+        egraph.analysis.memory.0.borrow_mut().as_mut().and_then(|m| m.lender.take())
+    }
+
+    /// Gives back the matches a search lent, once applied: the next iteration's search
+    /// of the same rule starts from them.
+    pub fn give_back(egraph: &Graph, lender: usize, found: Vec<SearchMatches<'_, Node>>) {
+        let mut cell = egraph.analysis.memory.0.borrow_mut();
+        let Some(m) = cell.as_mut() else { return };
+        let epoch = m.epoch;
+        if let Some(f) = m.rules.get_mut(lender).and_then(|f| f.as_mut()).filter(|f| f.lent && f.epoch == epoch) {
+            f.matches = found.into_iter().map(|m| (m.eclass, m.substs)).collect();
+            f.lent = false;
         }
     }
 
@@ -271,11 +293,11 @@ impl Searcher<Node, Facts> for Remembering {
         if m.rules.len() <= self.serial {
             m.rules.resize_with(self.serial + 1, || None);
         }
-        let mut last = m.rules[self.serial].take().filter(|f| f.epoch + 1 == m.epoch);
+        let mut last = m.rules[self.serial].take().filter(|f| f.epoch + 1 == m.epoch && !f.lent);
         // nothing found then, and no node with the pattern's operators changed since:
         // nothing now
         if last.as_ref().is_some_and(|f| f.matches.is_empty() && m.everywhere & self.ops == 0) {
-            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches: vec![] });
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, lent: false, matches: vec![] });
             drop(cell);
             return self.verified(egraph, limit, vec![]);
         }
@@ -287,8 +309,7 @@ impl Searcher<Node, Facts> for Remembering {
         };
         m.up_to(egraph, self.depth);
         let changed = &m.changed[self.depth];
-        let mut out = vec![];
-        let mut matches = vec![];
+        let mut out: Vec<SearchMatches<'_, Node>> = vec![];
         let limit0 = limit;
         let mut limit = limit;
         let mut complete = true;
@@ -313,11 +334,18 @@ impl Searcher<Node, Facts> for Remembering {
             }
             let n = substs.len().min(limit);
             limit -= n;
-            out.push(SearchMatches { eclass: id, substs: substs[..n].to_vec(), ast: Some(Cow::Borrowed(&self.pattern.ast)) });
-            matches.push((id, substs));
+            let mut substs = substs;
+            substs.truncate(n);
+            out.push(SearchMatches { eclass: id, substs, ast: Some(Cow::Borrowed(&self.pattern.ast)) });
         }
+        // a complete search is remembered: its matches are lent to the run, an empty
+        // one is kept as it is
         if complete {
-            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches });
+            let lent = !out.is_empty();
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, lent, matches: vec![] });
+            if lent {
+                m.lender = Some(self.serial);
+            }
         }
         drop(cell);
         self.verified(egraph, limit0, out)
