@@ -17,7 +17,7 @@
 //! explanations) rules search as egg's patterns do.
 
 use crate::analysis::{Facts, Graph};
-use crate::lang::{Node, OPS};
+use crate::lang::{Node, Shape, OPS};
 use egg::{ENodeOrVar, Id, Language, Pattern, PatternAst, SearchMatches, Searcher, Subst, Var};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -27,9 +27,14 @@ const _: () = assert!(OPS <= 64, "operator sets are u64 masks");
 static VERIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// With `true`, every search also runs egg's own and panics unless both found the same
-/// matches in the same order (for tests).
+/// matches in the same order, and every application skipped as a repeat runs anyway and
+/// panics unless it changed nothing (for tests).
 pub fn verify(on: bool) {
     VERIFY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn verifying() -> bool {
+    VERIFY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The memory of one saturation run, kept in the e-graph's analysis (a copy of the
@@ -66,6 +71,18 @@ pub struct Memory {
     rules: Vec<Option<Found>>,
     /// the searcher whose matches the last search lent
     lender: Option<usize>,
+    /// per applier (its serial number) and matched class: the substitutions applied
+    /// in full, and what each application left (`Memory::applied_before`)
+    applied: rustc_hash::FxHashMap<(usize, Id), Vec<(Subst, Applied)>>,
+}
+
+/// What an application of a rule's right side left: the classes of its instance's
+/// nodes (after the union with the matched class) and the matched class's shape when
+/// the shape guard passed, in the iteration it ran.
+struct Applied {
+    epoch: u32,
+    shape: Option<Shape>,
+    ids: Box<[Id]>,
 }
 
 /// One search: in which epoch, and its matches per class in the order searched (all of
@@ -177,6 +194,44 @@ impl Memory {
         if let Some(f) = m.rules.get_mut(lender).and_then(|f| f.as_mut()).filter(|f| f.lent && f.epoch == epoch) {
             f.matches = found.into_iter().map(|m| (m.eclass, m.substs)).collect();
             f.lent = false;
+        }
+    }
+
+    /// Whether applying the right side `rhs` at `eclass` with `subst` again is certain to
+    /// change nothing: an earlier iteration applied it in full (its conditions and guards
+    /// passed; a rule with an assumption is never skipped, as the assumption is named
+    /// after the classes as they are now) and every class its instance ended in is still a
+    /// class. Then the e-graph's last rebuild left each node of the instance, with those
+    /// classes as its children, in the hash-cons, so instantiating `rhs` again finds every
+    /// node where it is and the union with `eclass` is no union. The shape guard would
+    /// pass again too: the class's shape is the one it passed with (shapes, once known,
+    /// only go back to unknown, for zeros), so it records no conflict.
+    pub(crate) fn applied_before(egraph: &Graph, applier: usize, eclass: Id, subst: &Subst, rhs: &PatternAst<Node>) -> bool {
+        let cell = egraph.analysis.memory.0.borrow();
+        let Some(m) = cell.as_ref() else { return false };
+        let Some(list) = m.applied.get(&(applier, eclass)) else { return false };
+        let Some((_, a)) = list.iter().find(|(s, _)| s == subst) else { return false };
+        if a.epoch >= m.epoch || egraph.find(eclass) != *a.ids.last().unwrap() {
+            return false;
+        }
+        let same = rhs.as_ref().iter().zip(a.ids.iter()).all(|(n, id)| match n {
+            ENodeOrVar::Var(v) => egraph.find(subst[*v]) == *id,
+            ENodeOrVar::ENode(_) => egraph.find(*id) == *id,
+        });
+        same && a.shape.is_none_or(|s| egraph[eclass].data.shape == Some(s))
+    }
+
+    /// Notes an application in full of `rhs` at `eclass` with `subst` whose instance's
+    /// nodes were added (or found) in the classes `ids`; `shape`: the class's shape the
+    /// shape guard passed with (`None` for a right side of 0, which has no guard).
+    pub(crate) fn note_applied(egraph: &Graph, applier: usize, eclass: Id, subst: &Subst, ids: &[Id], shape: Option<Shape>) {
+        let mut cell = egraph.analysis.memory.0.borrow_mut();
+        let Some(m) = cell.as_mut() else { return };
+        let a = Applied { epoch: m.epoch, shape, ids: ids.iter().map(|id| egraph.find(*id)).collect() };
+        let list = m.applied.entry((applier, eclass)).or_default();
+        match list.iter_mut().find(|(s, _)| s == subst) {
+            Some((_, old)) => *old = a,
+            None => list.push((subst.clone(), a)),
         }
     }
 
