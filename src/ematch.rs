@@ -1,10 +1,10 @@
 //! E-matching that remembers between iterations. A pattern's match at a class is made
 //! of nodes whose operators the pattern names: the class's nodes with the root operator,
 //! the nodes below them (in classes at most the pattern's depth below) with the
-//! operators below, and the canonical ids of their children. So when no class within
-//! that depth gained, lost or changed (in its children's ids) a node with one of those
-//! operators since the rule last searched, the class's matches then are its matches
-//! now. Each search returns exactly what egg's own search returns, in the same order
+//! operators below, and the canonical ids of their children. So when no class at any
+//! level below (up to the pattern's depth) gained, lost or changed (in its children's
+//! ids) a node with one of the operators the pattern has at that level since the rule
+//! last searched, the class's matches then are its matches now. Each search returns exactly what egg's own search returns, in the same order
 //! (the classes in the order egg visits them now); only finding unchanged matches again
 //! is skipped.
 //!
@@ -59,8 +59,9 @@ pub struct Memory {
     /// per class id: the operators (a mask) of its nodes
     present: Vec<u64>,
     /// `changed[d][id]`: the operators (a mask) of the nodes that appeared, went or
-    /// changed since the last observation in the class or the classes up to `d` levels
-    /// below it; levels `0..levels` are up to date
+    /// changed since the last observation in the classes exactly `d` levels below the
+    /// class (along its nodes' children; 0: the class itself); levels `0..levels` are up
+    /// to date
     changed: Vec<Vec<u64>>,
     levels: usize,
     /// the operators of all the nodes that changed since the last observation
@@ -248,7 +249,7 @@ impl Memory {
             cur.resize(prev.len(), 0);
             for class in egraph.classes() {
                 let i = usize::from(class.id);
-                let mut ops = prev[i];
+                let mut ops = 0;
                 for n in &class.nodes {
                     for c in n.children() {
                         ops |= prev[usize::from(*c)];
@@ -272,8 +273,14 @@ pub struct Remembering {
     /// requires there (0 for a variable)
     root: usize,
     below: Vec<u64>,
+    /// the pattern wants no operator below its root, which has a fixed number of
+    /// children: every class holding the root's operator can match
+    trivial: bool,
     /// how many levels below a matched class the pattern's nodes reach
     depth: usize,
+    /// per level below a matched class (0: the class), the operators of the pattern's
+    /// nodes at that level
+    level_ops: Vec<u64>,
 }
 
 impl Remembering {
@@ -297,12 +304,24 @@ impl Remembering {
         };
         static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Remembering { serial, pattern: Pattern::new(ast), ops, root, below, depth }
+        let trivial = below.iter().all(|b| *b == 0) && !matches!(nodes.last(), Some(ENodeOrVar::ENode(Node::Vector(_))));
+        let mut level_ops = vec![0u64; depth + 1];
+        let mut todo: Vec<(usize, usize)> = if nodes.is_empty() { vec![] } else { vec![(nodes.len() - 1, 0)] };
+        while let Some((i, level)) = todo.pop() {
+            if let ENodeOrVar::ENode(e) = &nodes[i] {
+                level_ops[level] |= bit(e);
+                todo.extend(e.children().iter().map(|c| (usize::from(*c), level + 1)));
+            }
+        }
+        Remembering { serial, pattern: Pattern::new(ast), ops, root, below, trivial, depth, level_ops }
     }
 
     /// Whether the class (observed this iteration) can hold a match, by the operators
     /// at its nodes and their children.
     fn possible(&self, seen: &[Option<Vec<Node>>], present: &[u64], id: Id) -> bool {
+        if self.trivial {
+            return true;
+        }
         let Some(nodes) = seen[usize::from(id)].as_deref() else { return true };
         nodes.iter().any(|n| {
             n.op_index() == self.root && n.children().len() == self.below.len() && n.children().iter().zip(&self.below).all(|(c, want)| present[usize::from(*c)] & want == *want)
@@ -314,13 +333,19 @@ impl Remembering {
     /// The matches found, compared with egg's when `verify` is on.
     #[inline]
     fn verified<'a>(&'a self, egraph: &Graph, limit: usize, out: Vec<SearchMatches<'a, Node>>) -> Vec<SearchMatches<'a, Node>> {
-        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
-            let want = self.pattern.search_with_limit(egraph, limit);
-            let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
-            let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
-            assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
+        if verifying() {
+            self.verify(egraph, limit, &out);
         }
         out
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn verify(&self, egraph: &Graph, limit: usize, out: &[SearchMatches<'_, Node>]) {
+        let want = self.pattern.search_with_limit(egraph, limit);
+        let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
+        let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
+        assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
     }
 }
 
@@ -363,7 +388,11 @@ impl Searcher<Node, Facts> for Remembering {
             return self.verified(egraph, limit, vec![]);
         };
         m.up_to(egraph, self.depth);
-        let changed = &m.changed[self.depth];
+        let changed = &m.changed[..=self.depth];
+        let level_ops = &self.level_ops;
+        // the class's matches are those of the last search when no node with an operator
+        // the pattern has at some level changed at that level below the class
+        let unchanged = |id: Id| changed.iter().zip(level_ops).all(|(c, ops)| c[usize::from(id)] & ops == 0);
         let mut out: Vec<SearchMatches<'_, Node>> = vec![];
         let limit0 = limit;
         let mut limit = limit;
@@ -373,7 +402,7 @@ impl Searcher<Node, Facts> for Remembering {
                 complete = false;
                 break;
             }
-            let known = last.as_mut().filter(|_| changed[usize::from(id)] & self.ops == 0);
+            let known = last.as_mut().filter(|_| unchanged(id));
             let substs = match known {
                 Some(f) => f.matches.iter_mut().find(|(c, _)| *c == id).map(|(_, s)| std::mem::take(s)).unwrap_or_default(),
                 // a class can match only where one of its nodes with the root's operator
