@@ -228,11 +228,18 @@ impl Memory {
     pub(crate) fn note_applied(egraph: &Graph, applier: usize, eclass: Id, subst: &Subst, ids: &[Id], shape: Option<Shape>) {
         let mut cell = egraph.analysis.memory.0.borrow_mut();
         let Some(m) = cell.as_mut() else { return };
-        let a = Applied { epoch: m.epoch, shape, ids: ids.iter().map(|id| egraph.find(*id)).collect() };
+        let epoch = m.epoch;
         let list = m.applied.entry((applier, eclass)).or_default();
         match list.iter_mut().find(|(s, _)| s == subst) {
-            Some((_, old)) => *old = a,
-            None => list.push((subst.clone(), a)),
+            // noted again (its classes had changed): in place
+            Some((_, old)) => {
+                old.epoch = epoch;
+                old.shape = shape;
+                for (o, id) in old.ids.iter_mut().zip(ids) {
+                    *o = egraph.find(*id);
+                }
+            }
+            None => list.push((subst.clone(), Applied { epoch, shape, ids: ids.iter().map(|id| egraph.find(*id)).collect() })),
         }
     }
 

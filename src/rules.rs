@@ -582,17 +582,24 @@ impl CondApplier {
     /// in the run's memory when `noted` (the class's shape the guard passed with).
     fn instantiate(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, noted: Option<Option<Shape>>) -> Vec<Id> {
         let ast = self.rhs.ast.as_ref();
-        let mut ids: Vec<Id> = Vec::with_capacity(ast.len());
-        for n in ast {
-            let id = match n {
+        const SMALL: usize = 16;
+        let mut small = [Id::from(0); SMALL];
+        let mut large = vec![];
+        let ids: &mut [Id] = if ast.len() <= SMALL {
+            &mut small[..ast.len()]
+        } else {
+            large.resize(ast.len(), Id::from(0));
+            &mut large[..]
+        };
+        for (i, n) in ast.iter().enumerate() {
+            ids[i] = match n {
                 ENodeOrVar::Var(w) => subst[*w],
                 ENodeOrVar::ENode(e) => egraph.add(e.clone().map_children(|c| ids[usize::from(c)])),
             };
-            ids.push(id);
         }
         let changed = if egraph.union(eclass, *ids.last().unwrap()) { vec![eclass] } else { vec![] };
         if let Some(shape) = noted {
-            crate::ematch::Memory::note_applied(egraph, self.serial, eclass, subst, &ids, shape);
+            crate::ematch::Memory::note_applied(egraph, self.serial, eclass, subst, ids, shape);
         }
         changed
     }
@@ -727,11 +734,31 @@ impl CondApplier {
         let mut guarded = self.rhs_zero;
         let have_shape = class.shape;
         if let Some(have) = class.shape.filter(|_| !self.rhs_zero) {
-            let shape = |v: &Var| egraph[subst[*v]].data.shape;
-            if self.vars.iter().all(|v| shape(v).is_some()) {
+            // the variables' shapes, each looked up once
+            const SMALL: usize = 8;
+            let mut small = [SCALAR; SMALL];
+            let mut large = vec![];
+            let shapes: &mut [Shape] = if self.vars.len() <= SMALL {
+                &mut small[..self.vars.len()]
+            } else {
+                large.resize(self.vars.len(), SCALAR);
+                &mut large[..]
+            };
+            let mut known = true;
+            for (s, v) in shapes.iter_mut().zip(&self.vars) {
+                match egraph[subst[*v]].data.shape {
+                    Some(sh) => *s = sh,
+                    None => {
+                        known = false;
+                        break;
+                    }
+                }
+            }
+            if known {
                 guarded = true;
                 let syms = |s: Symbol| egraph.analysis.symbol_shape(s);
-                if let Some(got) = instance_shape(&self.rhs.ast, &|v| shape(&v).unwrap(), &syms).filter(|got| *got != have) {
+                let shape = |v: Var| shapes[self.vars.iter().position(|w| *w == v).unwrap()];
+                if let Some(got) = instance_shape(&self.rhs.ast, &shape, &syms).filter(|got| *got != have) {
                     let msg = format!("rule {rule} would make {have} into {got}");
                     if !egraph.analysis.conflicts.contains(&msg) {
                         egraph.analysis.conflicts.push(msg);
