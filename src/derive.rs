@@ -325,13 +325,19 @@ fn saturate(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Li
 }
 
 fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits: &Limits, goal: Option<(&RecExpr<Node>, Id)>) -> (Vec<Iteration>, StopReason) {
-    // as egg's runner warns
+    // as egg's runner warns; the schedule is kept per rule name, as egg's is (a map from
+    // names to slots: a scan of the names for each of a few hundred rules costs more than
+    // a small run)
     let mut names: Vec<(Symbol, usize)> = vec![];
+    let mut index: std::collections::HashMap<Symbol, usize> = std::collections::HashMap::with_capacity(rules.len());
+    let mut slot: Vec<usize> = Vec::with_capacity(rules.len());
     for rw in rules {
-        match names.iter_mut().find(|(n, _)| *n == rw.name) {
-            Some((_, k)) => *k += 1,
-            None => names.push((rw.name, 1)),
-        }
+        let k = *index.entry(rw.name).or_insert_with(|| {
+            names.push((rw.name, 0));
+            names.len() - 1
+        });
+        names[k].1 += 1;
+        slot.push(k);
     }
     if names.iter().any(|(_, k)| *k > 1) {
         eprintln!("WARNING: Duplicated rule names may affect rule reporting and scheduling.");
@@ -339,8 +345,6 @@ fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits
             eprintln!("Rule '{name}' appears {k} times");
         }
     }
-    // the schedule is kept per rule name, as egg's is
-    let slot: Vec<usize> = rules.iter().map(|rw| names.iter().position(|(n, _)| *n == rw.name).unwrap()).collect();
     let mut stats: Vec<Backoff> =
         names.iter().map(|_| Backoff { times_applied: 0, banned_until: 0, times_banned: 0, match_limit: 20_000, ban_length: 5 }).collect();
     let time_limit = Duration::from_secs_f64(limits.seconds);
@@ -385,19 +389,21 @@ fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits
             for (k, rw) in rules.iter().enumerate() {
                 let s = &mut stats[slot[k]];
                 if i < s.banned_until {
-                    matches.push(vec![]);
+                    matches.push((vec![], None));
                 } else {
                     let threshold = s.match_limit.checked_shl(s.times_banned as u32).unwrap();
                     let found = rw.search_with_limit(egraph, threshold.saturating_add(1));
+                    // the search's memory lends its matches: they go back once applied
+                    let lender = crate::ematch::Memory::lender(egraph);
                     let total: usize = found.iter().map(|m| m.substs.len()).sum();
                     if total > threshold {
                         let ban_length = s.ban_length << s.times_banned;
                         s.times_banned += 1;
                         s.banned_until = i + ban_length;
-                        matches.push(vec![]);
+                        matches.push((vec![], None));
                     } else {
                         s.times_applied += 1;
-                        matches.push(found);
+                        matches.push((found, lender));
                     }
                 }
                 if k % CLOCK_EVERY == CLOCK_EVERY - 1 {
@@ -411,9 +417,12 @@ fn saturate_with(egraph: &mut Graph, rules: &[egg::Rewrite<Node, Facts>], limits
         }
         let mut applied: Vec<(Symbol, usize)> = vec![];
         if result.is_ok() {
-            for (k, (rw, found)) in rules.iter().zip(matches).enumerate() {
+            for (k, (rw, (found, lender))) in rules.iter().zip(matches).enumerate() {
                 if !found.is_empty() {
                     let n = rw.apply(egraph, &found).len();
+                    if let Some(lender) = lender {
+                        crate::ematch::Memory::give_back(egraph, lender, found);
+                    }
                     if n > 0 {
                         match applied.iter_mut().find(|(name, _)| *name == rw.name) {
                             Some((_, m)) => *m += n,

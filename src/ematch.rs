@@ -1,10 +1,10 @@
 //! E-matching that remembers between iterations. A pattern's match at a class is made
 //! of nodes whose operators the pattern names: the class's nodes with the root operator,
 //! the nodes below them (in classes at most the pattern's depth below) with the
-//! operators below, and the canonical ids of their children. So when no class within
-//! that depth gained, lost or changed (in its children's ids) a node with one of those
-//! operators since the rule last searched, the class's matches then are its matches
-//! now. Each search returns exactly what egg's own search returns, in the same order
+//! operators below, and the canonical ids of their children. So when no class at any
+//! level below (up to the pattern's depth) gained, lost or changed (in its children's
+//! ids) a node with one of the operators the pattern has at that level since the rule
+//! last searched, the class's matches then are its matches now. Each search returns exactly what egg's own search returns, in the same order
 //! (the classes in the order egg visits them now); only finding unchanged matches again
 //! is skipped.
 //!
@@ -17,7 +17,7 @@
 //! explanations) rules search as egg's patterns do.
 
 use crate::analysis::{Facts, Graph};
-use crate::lang::{Node, OPS};
+use crate::lang::{Node, Shape, OPS};
 use egg::{ENodeOrVar, Id, Language, Pattern, PatternAst, SearchMatches, Searcher, Subst, Var};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -27,9 +27,14 @@ const _: () = assert!(OPS <= 64, "operator sets are u64 masks");
 static VERIFY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// With `true`, every search also runs egg's own and panics unless both found the same
-/// matches in the same order (for tests).
+/// matches in the same order, and every application skipped as a repeat runs anyway and
+/// panics unless it changed nothing (for tests).
 pub fn verify(on: bool) {
     VERIFY.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub(crate) fn verifying() -> bool {
+    VERIFY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The memory of one saturation run, kept in the e-graph's analysis (a copy of the
@@ -54,8 +59,9 @@ pub struct Memory {
     /// per class id: the operators (a mask) of its nodes
     present: Vec<u64>,
     /// `changed[d][id]`: the operators (a mask) of the nodes that appeared, went or
-    /// changed since the last observation in the class or the classes up to `d` levels
-    /// below it; levels `0..levels` are up to date
+    /// changed since the last observation in the classes exactly `d` levels below the
+    /// class (along its nodes' children; 0: the class itself); levels `0..levels` are up
+    /// to date
     changed: Vec<Vec<u64>>,
     levels: usize,
     /// the operators of all the nodes that changed since the last observation
@@ -64,12 +70,29 @@ pub struct Memory {
     anywhere: u64,
     /// per rule (its searcher's serial number): its last search
     rules: Vec<Option<Found>>,
+    /// the searcher whose matches the last search lent
+    lender: Option<usize>,
+    /// per applier (its serial number) and matched class: the substitutions applied
+    /// in full, and what each application left (`Memory::applied_before`)
+    applied: rustc_hash::FxHashMap<(usize, Id), Vec<(Subst, Applied)>>,
+}
+
+/// What an application of a rule's right side left: the classes of its instance's
+/// nodes (after the union with the matched class) and the matched class's shape when
+/// the shape guard passed, in the iteration it ran.
+struct Applied {
+    epoch: u32,
+    shape: Option<Shape>,
+    ids: Box<[Id]>,
 }
 
 /// One search: in which epoch, and its matches per class in the order searched (all of
-/// them: a search cut off by its limit is not kept).
+/// them: a search cut off by its limit is not kept). The matches are lent to the run
+/// (moved into the search's result, not copied) until it gives them back after applying
+/// them (`Memory::give_back`); a search whose matches never came back is not used.
 struct Found {
     epoch: u32,
+    lent: bool,
     matches: Vec<(Id, Vec<Subst>)>,
 }
 
@@ -158,6 +181,68 @@ impl Memory {
         }
     }
 
+    /// The searcher whose matches the last search lent (to give them back), if it did.
+    pub fn lender(egraph: &Graph) -> Option<usize> {
+        egraph.analysis.memory.0.borrow_mut().as_mut().and_then(|m| m.lender.take())
+    }
+
+    /// Gives back the matches a search lent, once applied: the next iteration's search
+    /// of the same rule starts from them.
+    pub fn give_back(egraph: &Graph, lender: usize, found: Vec<SearchMatches<'_, Node>>) {
+        let mut cell = egraph.analysis.memory.0.borrow_mut();
+        let Some(m) = cell.as_mut() else { return };
+        let epoch = m.epoch;
+        if let Some(f) = m.rules.get_mut(lender).and_then(|f| f.as_mut()).filter(|f| f.lent && f.epoch == epoch) {
+            f.matches = found.into_iter().map(|m| (m.eclass, m.substs)).collect();
+            f.lent = false;
+        }
+    }
+
+    /// Whether applying the right side `rhs` at `eclass` with `subst` again is certain to
+    /// change nothing: an earlier iteration applied it in full (its conditions and guards
+    /// passed; a rule with an assumption is never skipped, as the assumption is named
+    /// after the classes as they are now) and every class its instance ended in is still a
+    /// class. Then the e-graph's last rebuild left each node of the instance, with those
+    /// classes as its children, in the hash-cons, so instantiating `rhs` again finds every
+    /// node where it is and the union with `eclass` is no union. The shape guard would
+    /// pass again too: the class's shape is the one it passed with (shapes, once known,
+    /// only go back to unknown, for zeros), so it records no conflict.
+    pub(crate) fn applied_before(egraph: &Graph, applier: usize, eclass: Id, subst: &Subst, rhs: &PatternAst<Node>) -> bool {
+        let cell = egraph.analysis.memory.0.borrow();
+        let Some(m) = cell.as_ref() else { return false };
+        let Some(list) = m.applied.get(&(applier, eclass)) else { return false };
+        let Some((_, a)) = list.iter().find(|(s, _)| s == subst) else { return false };
+        if a.epoch >= m.epoch || egraph.find(eclass) != *a.ids.last().unwrap() {
+            return false;
+        }
+        let same = rhs.as_ref().iter().zip(a.ids.iter()).all(|(n, id)| match n {
+            ENodeOrVar::Var(v) => egraph.find(subst[*v]) == *id,
+            ENodeOrVar::ENode(_) => egraph.find(*id) == *id,
+        });
+        same && a.shape.is_none_or(|s| egraph[eclass].data.shape == Some(s))
+    }
+
+    /// Notes an application in full of `rhs` at `eclass` with `subst` whose instance's
+    /// nodes were added (or found) in the classes `ids`; `shape`: the class's shape the
+    /// shape guard passed with (`None` for a right side of 0, which has no guard).
+    pub(crate) fn note_applied(egraph: &Graph, applier: usize, eclass: Id, subst: &Subst, ids: &[Id], shape: Option<Shape>) {
+        let mut cell = egraph.analysis.memory.0.borrow_mut();
+        let Some(m) = cell.as_mut() else { return };
+        let epoch = m.epoch;
+        let list = m.applied.entry((applier, eclass)).or_default();
+        match list.iter_mut().find(|(s, _)| s == subst) {
+            // noted again (its classes had changed): in place
+            Some((_, old)) => {
+                old.epoch = epoch;
+                old.shape = shape;
+                for (o, id) in old.ids.iter_mut().zip(ids) {
+                    *o = egraph.find(*id);
+                }
+            }
+            None => list.push((subst.clone(), Applied { epoch, shape, ids: ids.iter().map(|id| egraph.find(*id)).collect() })),
+        }
+    }
+
     /// Brings `changed` up to date to `depth` levels below each class.
     fn up_to(&mut self, egraph: &Graph, depth: usize) {
         while self.levels <= depth {
@@ -171,7 +256,7 @@ impl Memory {
             cur.resize(prev.len(), 0);
             for class in egraph.classes() {
                 let i = usize::from(class.id);
-                let mut ops = prev[i];
+                let mut ops = 0;
                 for n in &class.nodes {
                     for c in n.children() {
                         ops |= prev[usize::from(*c)];
@@ -195,8 +280,14 @@ pub struct Remembering {
     /// requires there (0 for a variable)
     root: usize,
     below: Vec<u64>,
+    /// the pattern wants no operator below its root, which has a fixed number of
+    /// children: every class holding the root's operator can match
+    trivial: bool,
     /// how many levels below a matched class the pattern's nodes reach
     depth: usize,
+    /// per level below a matched class (0: the class), the operators of the pattern's
+    /// nodes at that level
+    level_ops: Vec<u64>,
 }
 
 impl Remembering {
@@ -220,12 +311,24 @@ impl Remembering {
         };
         static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Remembering { serial, pattern: Pattern::new(ast), ops, root, below, depth }
+        let trivial = below.iter().all(|b| *b == 0) && !matches!(nodes.last(), Some(ENodeOrVar::ENode(Node::Vector(_))));
+        let mut level_ops = vec![0u64; depth + 1];
+        let mut todo: Vec<(usize, usize)> = if nodes.is_empty() { vec![] } else { vec![(nodes.len() - 1, 0)] };
+        while let Some((i, level)) = todo.pop() {
+            if let ENodeOrVar::ENode(e) = &nodes[i] {
+                level_ops[level] |= bit(e);
+                todo.extend(e.children().iter().map(|c| (usize::from(*c), level + 1)));
+            }
+        }
+        Remembering { serial, pattern: Pattern::new(ast), ops, root, below, trivial, depth, level_ops }
     }
 
     /// Whether the class (observed this iteration) can hold a match, by the operators
     /// at its nodes and their children.
     fn possible(&self, seen: &[Option<Vec<Node>>], present: &[u64], id: Id) -> bool {
+        if self.trivial {
+            return true;
+        }
         let Some(nodes) = seen[usize::from(id)].as_deref() else { return true };
         nodes.iter().any(|n| {
             n.op_index() == self.root && n.children().len() == self.below.len() && n.children().iter().zip(&self.below).all(|(c, want)| present[usize::from(*c)] & want == *want)
@@ -237,13 +340,19 @@ impl Remembering {
     /// The matches found, compared with egg's when `verify` is on.
     #[inline]
     fn verified<'a>(&'a self, egraph: &Graph, limit: usize, out: Vec<SearchMatches<'a, Node>>) -> Vec<SearchMatches<'a, Node>> {
-        if VERIFY.load(std::sync::atomic::Ordering::Relaxed) {
-            let want = self.pattern.search_with_limit(egraph, limit);
-            let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
-            let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
-            assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
+        if verifying() {
+            self.verify(egraph, limit, &out);
         }
         out
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn verify(&self, egraph: &Graph, limit: usize, out: &[SearchMatches<'_, Node>]) {
+        let want = self.pattern.search_with_limit(egraph, limit);
+        let found: Vec<(Id, &Vec<Subst>)> = out.iter().map(|f| (f.eclass, &f.substs)).collect();
+        let want: Vec<(Id, &Vec<Subst>)> = want.iter().map(|f| (f.eclass, &f.substs)).collect();
+        assert_eq!(found, want, "remembered matches of {} differ from egg's", self.pattern);
     }
 }
 
@@ -271,11 +380,11 @@ impl Searcher<Node, Facts> for Remembering {
         if m.rules.len() <= self.serial {
             m.rules.resize_with(self.serial + 1, || None);
         }
-        let mut last = m.rules[self.serial].take().filter(|f| f.epoch + 1 == m.epoch);
+        let mut last = m.rules[self.serial].take().filter(|f| f.epoch + 1 == m.epoch && !f.lent);
         // nothing found then, and no node with the pattern's operators changed since:
         // nothing now
         if last.as_ref().is_some_and(|f| f.matches.is_empty() && m.everywhere & self.ops == 0) {
-            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches: vec![] });
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, lent: false, matches: vec![] });
             drop(cell);
             return self.verified(egraph, limit, vec![]);
         }
@@ -286,9 +395,12 @@ impl Searcher<Node, Facts> for Remembering {
             return self.verified(egraph, limit, vec![]);
         };
         m.up_to(egraph, self.depth);
-        let changed = &m.changed[self.depth];
-        let mut out = vec![];
-        let mut matches = vec![];
+        let changed = &m.changed[..=self.depth];
+        let level_ops = &self.level_ops;
+        // the class's matches are those of the last search when no node with an operator
+        // the pattern has at some level changed at that level below the class
+        let unchanged = |id: Id| changed.iter().zip(level_ops).all(|(c, ops)| c[usize::from(id)] & ops == 0);
+        let mut out: Vec<SearchMatches<'_, Node>> = vec![];
         let limit0 = limit;
         let mut limit = limit;
         let mut complete = true;
@@ -297,7 +409,7 @@ impl Searcher<Node, Facts> for Remembering {
                 complete = false;
                 break;
             }
-            let known = last.as_mut().filter(|_| changed[usize::from(id)] & self.ops == 0);
+            let known = last.as_mut().filter(|_| unchanged(id));
             let substs = match known {
                 Some(f) => f.matches.iter_mut().find(|(c, _)| *c == id).map(|(_, s)| std::mem::take(s)).unwrap_or_default(),
                 // a class can match only where one of its nodes with the root's operator
@@ -313,11 +425,18 @@ impl Searcher<Node, Facts> for Remembering {
             }
             let n = substs.len().min(limit);
             limit -= n;
-            out.push(SearchMatches { eclass: id, substs: substs[..n].to_vec(), ast: Some(Cow::Borrowed(&self.pattern.ast)) });
-            matches.push((id, substs));
+            let mut substs = substs;
+            substs.truncate(n);
+            out.push(SearchMatches { eclass: id, substs, ast: Some(Cow::Borrowed(&self.pattern.ast)) });
         }
+        // a complete search is remembered: its matches are lent to the run, an empty
+        // one is kept as it is
         if complete {
-            m.rules[self.serial] = Some(Found { epoch: m.epoch, matches });
+            let lent = !out.is_empty();
+            m.rules[self.serial] = Some(Found { epoch: m.epoch, lent, matches: vec![] });
+            if lent {
+                m.lender = Some(self.serial);
+            }
         }
         drop(cell);
         self.verified(egraph, limit0, out)

@@ -564,13 +564,44 @@ pub struct CondApplier {
     vars: Vec<Var>,
     /// the right side is the number 0 (the zero of every shape)
     rhs_zero: bool,
+    /// numbers the appliers made in this process (a key in a run's memory)
+    serial: usize,
 }
 
 impl CondApplier {
     fn new(rhs: PatternAst<Node>, conds: Vec<Cond>, assume: Option<String>) -> Self {
         let rhs_zero = matches!(rhs.as_ref().last(), Some(ENodeOrVar::ENode(Node::Num(n))) if *n == 0.into());
         let rhs = Pattern::new(rhs);
-        CondApplier { vars: rhs.vars(), rhs, conds, assume, rhs_zero }
+        static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CondApplier { vars: rhs.vars(), rhs, conds, assume, rhs_zero, serial }
+    }
+
+    /// The right side instantiated and united with the class, as egg's `Pattern` applies
+    /// it without explanations (the same additions and union, in the same order), noted
+    /// in the run's memory when `noted` (the class's shape the guard passed with).
+    fn instantiate(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, noted: Option<Option<Shape>>) -> Vec<Id> {
+        let ast = self.rhs.ast.as_ref();
+        const SMALL: usize = 16;
+        let mut small = [Id::from(0); SMALL];
+        let mut large = vec![];
+        let ids: &mut [Id] = if ast.len() <= SMALL {
+            &mut small[..ast.len()]
+        } else {
+            large.resize(ast.len(), Id::from(0));
+            &mut large[..]
+        };
+        for (i, n) in ast.iter().enumerate() {
+            ids[i] = match n {
+                ENodeOrVar::Var(w) => subst[*w],
+                ENodeOrVar::ENode(e) => egraph.add(e.clone().map_children(|c| ids[usize::from(c)])),
+            };
+        }
+        let changed = if egraph.union(eclass, *ids.last().unwrap()) { vec![eclass] } else { vec![] };
+        if let Some(shape) = noted {
+            crate::ematch::Memory::note_applied(egraph, self.serial, eclass, subst, ids, shape);
+        }
+        changed
     }
 }
 
@@ -658,6 +689,35 @@ fn check(egraph: &Graph, subst: &Subst, c: &Cond) -> bool {
 
 impl Applier<Node, crate::analysis::Facts> for CondApplier {
     fn apply_one(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, ast: Option<&PatternAst<Node>>, rule: Symbol) -> Vec<Id> {
+        // an application that certainly changes nothing is skipped (with explanations,
+        // `ast` is given and there is no memory)
+        let remember = ast.is_none() && self.assume.is_none();
+        if remember && crate::ematch::Memory::applied_before(egraph, self.serial, eclass, subst, &self.rhs.ast) {
+            if !crate::ematch::verifying() {
+                return vec![];
+            }
+            let before = (egraph.total_size(), egraph.number_of_classes(), egraph.analysis.conflicts.len());
+            let changed = self.apply_in_full(egraph, eclass, subst, ast, rule, false);
+            let after = (egraph.total_size(), egraph.number_of_classes(), egraph.analysis.conflicts.len());
+            assert!(changed.is_empty() && before == after, "rule {rule} skipped as a repeat at {eclass} would have changed the e-graph");
+            return changed;
+        }
+        self.apply_in_full(egraph, eclass, subst, ast, rule, remember)
+    }
+
+    fn get_pattern_ast(&self) -> Option<&PatternAst<Node>> {
+        Some(&self.rhs.ast)
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.vars.clone()
+    }
+}
+
+impl CondApplier {
+    /// The conditions, the guards, the right side and the assumption; the application
+    /// noted in the run's memory when `remember` and it ran in full.
+    fn apply_in_full(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, ast: Option<&PatternAst<Node>>, rule: Symbol, remember: bool) -> Vec<Id> {
         if !self.conds.iter().all(|c| check(egraph, subst, c)) {
             return vec![];
         }
@@ -669,11 +729,36 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
         }
         // A guard behind the load-time shape check: never merge terms of different shapes
         // (0 has them all). Checked when the shapes of the right side's variables are known.
+        // (An application is remembered only where the guard is passed in full, or there
+        // is none.)
+        let mut guarded = self.rhs_zero;
+        let have_shape = class.shape;
         if let Some(have) = class.shape.filter(|_| !self.rhs_zero) {
-            let shape = |v: &Var| egraph[subst[*v]].data.shape;
-            if self.vars.iter().all(|v| shape(v).is_some()) {
+            // the variables' shapes, each looked up once
+            const SMALL: usize = 8;
+            let mut small = [SCALAR; SMALL];
+            let mut large = vec![];
+            let shapes: &mut [Shape] = if self.vars.len() <= SMALL {
+                &mut small[..self.vars.len()]
+            } else {
+                large.resize(self.vars.len(), SCALAR);
+                &mut large[..]
+            };
+            let mut known = true;
+            for (s, v) in shapes.iter_mut().zip(&self.vars) {
+                match egraph[subst[*v]].data.shape {
+                    Some(sh) => *s = sh,
+                    None => {
+                        known = false;
+                        break;
+                    }
+                }
+            }
+            if known {
+                guarded = true;
                 let syms = |s: Symbol| egraph.analysis.symbol_shape(s);
-                if let Some(got) = instance_shape(&self.rhs.ast, &|v| shape(&v).unwrap(), &syms).filter(|got| *got != have) {
+                let shape = |v: Var| shapes[self.vars.iter().position(|w| *w == v).unwrap()];
+                if let Some(got) = instance_shape(&self.rhs.ast, &shape, &syms).filter(|got| *got != have) {
                     let msg = format!("rule {rule} would make {have} into {got}");
                     if !egraph.analysis.conflicts.contains(&msg) {
                         egraph.analysis.conflicts.push(msg);
@@ -682,7 +767,12 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
                 }
             }
         }
-        let changed = self.rhs.apply_one(egraph, eclass, subst, ast, rule);
+        let changed = if ast.is_some() {
+            self.rhs.apply_one(egraph, eclass, subst, ast, rule)
+        } else {
+            let noted = (remember && guarded).then_some(if self.rhs_zero { None } else { have_shape });
+            self.instantiate(egraph, eclass, subst, noted)
+        };
         if let Some(text) = &self.assume {
             // Name the assumption after the classes it is about.
             let mut t = text.clone();
@@ -694,14 +784,6 @@ impl Applier<Node, crate::analysis::Facts> for CondApplier {
             egraph.analysis.assumptions.insert(t);
         }
         changed
-    }
-
-    fn get_pattern_ast(&self) -> Option<&PatternAst<Node>> {
-        Some(&self.rhs.ast)
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        self.vars.clone()
     }
 }
 
