@@ -1002,6 +1002,9 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
     }
     let shape = crate::lang::term_shapes(&eta, &|s| m.symbol_shape(s)).map_err(|e| err(eta_span, e))?.last().copied().unwrap_or(SCALAR);
     let elementwise = fam.param_shape.is_scalar() && shape.is_column();
+    if elementwise && !fam.naturals.is_empty() && !shape.is_scalar() {
+        return Err(err(eta_span, format!("{fname} has a second natural parameter, so it cannot be drawn entry by entry at a vector parameter yet: write its log-density out instead")));
+    }
     if bind_dims(fam.param_shape, shape).is_none() && !elementwise {
         return Err(err(eta_span, format!("{fname} needs a parameter shaped like `{}`: {}, got {}", fam.param, fam.param_shape, shape)));
     }

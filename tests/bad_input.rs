@@ -331,3 +331,12 @@ fn known_parameters_out_of_their_domain_and_hvp_in_a_matrix() {
     insta::assert_snapshot!("known_count_not_count", placed("param a : R; data N : positive; data y : count; y ~ binomial(a, n = N); J = -log p(y)"));
     insta::assert_snapshot!("hvp_in_a_matrix", placed("dim k; param S : spd^(k,k); J = trace(S S); derive hvp J"));
 }
+
+#[test]
+fn a_family_with_two_natural_parameters_entry_by_entry() {
+    // the pairing ⟨Q, T_Q(y)⟩ of a scalar family is not summed over a vector's entries yet
+    insta::assert_snapshot!(
+        "natural_entrywise",
+        placed("dim n; family g(t : R, Q : negative) on z : R, T = z, T(Q) = z^2, A = -t^2/(4*Q) - log(-2*Q)/2; param w : R^2; data X : R^(n,2); data c : negative; data y : R^n; y ~ g(X w, Q = c); J = -log p(y)")
+    );
+}
