@@ -1131,9 +1131,16 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
             locals.extend(known.iter().map(|(k, sh, _)| (k.clone(), *sh)));
             Scope { model: &empty, lets: &lets, locals, dims: &dims }
         };
+        // a statistic is a function of the variable (and known parameters), not of η
+        let statistic = |e: &Expr| {
+            build(&local(&f.var, var_shape), e).map_err(|x| match x.message.starts_with(&format!("unknown name `{}`", f.param)) {
+                true => err(x.span, format!("a statistic is a function of {} (and known parameters), not of `{}`, the natural parameter of family `{}`", f.var, f.param, f.name)),
+                false => x,
+            })
+        };
         match key.as_str() {
             "T" => {
-                let (t, s) = build(&local(&f.var, var_shape), e)?;
+                let (t, s) = statistic(e)?;
                 if s != param_shape {
                     return Err(err(e.span, format!("T({}) must have the parameter's shape ({param_shape}), got {s}", f.var)));
                 }
@@ -1180,7 +1187,7 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
                 if !(matches!(pdom, Domain::Real | Domain::Negative | Domain::Positive) && psh.is_column() || pdom == Domain::Spd && psh.is_matrix()) {
                     return Err(err(*kspan, format!("`{p}` can be a natural parameter only if it is real (a scalar or a vector) or a symmetric matrix, spd^(k,k)")));
                 }
-                let (t, sh) = build(&local(&f.var, var_shape), e)?;
+                let (t, sh) = statistic(e)?;
                 if sh != psh {
                     return Err(err(e.span, format!("T({p}) must have {p}'s shape ({psh}), got {sh}")));
                 }

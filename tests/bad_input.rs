@@ -340,3 +340,11 @@ fn a_family_with_two_natural_parameters_entry_by_entry() {
         placed("dim n; family g(t : R, Q : negative) on z : R, T = z, T(Q) = z^2, A = -t^2/(4*Q) - log(-2*Q)/2; param w : R^2; data X : R^(n,2); data c : negative; data y : R^n; y ~ g(X w, Q = c); J = -log p(y)")
     );
 }
+
+#[test]
+fn a_statistic_that_uses_the_natural_parameter() {
+    insta::assert_snapshot!(
+        "statistic_uses_eta",
+        placed("family g(t : R, Q : negative) on z : R, T = z, T(Q) = t * z^2, A = -t^2/(4*Q) - log(-2*Q)/2; param a : R; data y : R; y ~ g(a, Q = -1); J = -log p(y)")
+    );
+}
