@@ -507,8 +507,7 @@ pub fn family_point(f: &crate::model::Family, n: usize, rng: &mut ChaCha8Rng) ->
                 e.insert(Symbol::from(name.as_str()), sample(rng, size(r), size(c), *domain));
             }
             // the further natural parameters this parameterisation gives
-            // (a copy with its known parameters filled in has them in place already)
-            for (i, value) in u.naturals.iter().filter(|(i, _)| *i < f.known.len()) {
+            for (i, value) in &u.naturals {
                 let v = Evaluator::new(&Model::default()).eval(value, &e)?;
                 env.insert(Symbol::from(f.known[*i].0.as_str()), v);
             }

@@ -863,25 +863,38 @@ fn family_cov(model: &Model, fam: &crate::model::Family, mean: &RecExpr<Node>, r
 /// E[T] and Cov[T] in closed form, where derived.
 pub type ClosedMoments = (Option<RecExpr<Node>>, Option<RecExpr<Node>>);
 
+/// A family on its own, as `evolved families` derives from it: a model of it alone, its
+/// facts, and the derivation and tidy rule sets with the family's own rules.
+struct FamilyAlone {
+    model: Model,
+    fam: crate::model::Family,
+    facts: Facts,
+    derive: Vec<egg::Rewrite<Node, Facts>>,
+    tidy: Vec<egg::Rewrite<Node, Facts>>,
+}
+
+fn family_alone(fam: &crate::model::Family, rules: &[Rule]) -> Result<FamilyAlone, String> {
+    let fam = crate::model::Family { from_catalog: false, ..fam.clone() };
+    let model = Model { families: vec![fam.clone()], ..Default::default() };
+    let own = family_rules(&model);
+    let compile = |rs: &mut dyn Iterator<Item = &Rule>| rs.map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>();
+    let derive = compile(&mut rules.iter().filter(|r| r.derive).chain(&own))?;
+    let tidy = compile(&mut rules.iter().chain(&own))?;
+    let facts = family_facts(&model, &fam);
+    Ok(FamilyAlone { model, fam, facts, derive, tidy })
+}
+
 /// A family's E[T] and Cov[T] in closed form, as the rules derive them from its A alone:
 /// E[T] = ∇A (A′ = E[T]), Cov[T] = ∂E[T]/∂η (A″ = Cov[T]); `None` where the rules leave
 /// a derivative or a family quantity in place.
 pub fn family_moments(fam: &crate::model::Family, rules: &[Rule], limits: &Limits) -> Result<ClosedMoments, String> {
-    let fam = crate::model::Family { from_catalog: false, ..fam.clone() };
-    let model = Model { families: vec![fam.clone()], ..Default::default() };
-    let mut all: Vec<Rule> = rules.iter().filter(|r| r.derive).cloned().collect();
-    all.extend(family_rules(&model));
-    let rewrites = all.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
+    let FamilyAlone { model, fam, facts, derive: rewrites, tidy } = family_alone(fam, rules)?;
     let Some(mean) = derive_family_mean(&model, &fam, &rewrites, &[], limits) else { return Ok((None, None)) };
-    let facts = family_facts(&model, &fam);
     let jac = jacobian(&mean, &fam.param, entry_length(fam.param_shape, &fam.logpart, &fam.param));
     let phase = run_graph(Graph::new(facts.clone()), &rewrites, &[jac], limits, None);
     let g = &phase.egraph;
     let (cost, cov) = Extractor::new(g, EvolvedCost { egraph: g, foreign: &[], explicit_only: true, no_dense: false }).find_best(phase.roots[0]);
     // tidied together with every rule, as results are
-    let mut every: Vec<Rule> = rules.to_vec();
-    every.extend(family_rules(&model));
-    let tidy = every.iter().map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>()?;
     let terms: Vec<RecExpr<Node>> = if cost.0 == 0 { vec![mean, cov] } else { vec![mean] };
     let phase = run_graph(Graph::new(facts), &tidy, &terms, limits, None);
     let g = &phase.egraph;
@@ -906,14 +919,8 @@ pub fn further_moments(fam: &crate::model::Family, mean: Option<&RecExpr<Node>>,
     if fam.naturals.is_empty() {
         return Ok(vec![]);
     }
-    let fam = crate::model::Family { from_catalog: false, ..fam.clone() };
-    let model = Model { families: vec![fam.clone()], ..Default::default() };
+    let FamilyAlone { fam, facts, derive: derive_rules, tidy, .. } = family_alone(fam, rules)?;
     let fmodel = crate::model::family_model(&fam);
-    let compile = |rs: &mut dyn Iterator<Item = &Rule>| rs.map(|r| r.rewrite().map_err(|e| format!("rule {}: {e}", r.name))).collect::<Result<Vec<_>, _>>();
-    let family = family_rules(&model);
-    let derive_rules = compile(&mut rules.iter().filter(|r| r.derive).chain(&family))?;
-    let tidy = compile(&mut rules.iter().chain(&family))?;
-    let facts = family_facts(&model, &fam);
     // a term in closed form (no derivative or family quantity left), tidied as results are
     let closed = |t: RecExpr<Node>| -> Option<RecExpr<Node>> {
         let phase = run_graph(Graph::new(facts.clone()), &derive_rules, &[t], limits, None);
@@ -1069,24 +1076,23 @@ pub(crate) fn on_top(term: &RecExpr<Node>, sym: &str, top: impl FnOnce(Id, Id) -
     t
 }
 
-/// `e` with each of the symbols given replaced by its term, all at once (a term put in for
-/// one symbol is not searched for the others).
-pub fn substitute(e: &RecExpr<Node>, with: &[(Symbol, &RecExpr<Node>)]) -> RecExpr<Node> {
+/// Adds `t` to `out` (its nodes after those already there) and returns its root.
+pub(crate) fn append(out: &mut RecExpr<Node>, t: &RecExpr<Node>) -> Id {
+    let base = out.as_ref().len();
+    for m in t.iter() {
+        out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
+    }
+    Id::from(out.as_ref().len() - 1)
+}
+
+/// `e` with the subterms `pick` chooses (by their index in `e` and top node) replaced by
+/// the terms it gives, all at once: a term put in is not searched again.
+fn rebuild<'t>(e: &RecExpr<Node>, pick: impl Fn(usize, &Node) -> Option<&'t RecExpr<Node>>) -> RecExpr<Node> {
     let mut out = RecExpr::default();
     let mut map: Vec<Id> = vec![];
-    for n in e.iter() {
-        let to = match n {
-            Node::Symbol(s) => with.iter().find(|(k, _)| k == s).map(|(_, t)| *t),
-            _ => None,
-        };
-        let id = match to {
-            Some(t) => {
-                let base = out.as_ref().len();
-                for m in t.iter() {
-                    out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
-                }
-                Id::from(out.as_ref().len() - 1)
-            }
+    for (i, n) in e.iter().enumerate() {
+        let id = match pick(i, n) {
+            Some(t) => append(&mut out, t),
             None => out.add(n.clone().map_children(|c| map[usize::from(c)])),
         };
         map.push(id);
@@ -1094,25 +1100,20 @@ pub fn substitute(e: &RecExpr<Node>, with: &[(Symbol, &RecExpr<Node>)]) -> RecEx
     out
 }
 
+/// `e` with each of the symbols given replaced by its term, all at once (a term put in for
+/// one symbol is not searched for the others).
+pub fn substitute(e: &RecExpr<Node>, with: &[(Symbol, &RecExpr<Node>)]) -> RecExpr<Node> {
+    rebuild(e, |_, n| match n {
+        Node::Symbol(s) => with.iter().find(|(k, _)| k == s).map(|(_, t)| *t),
+        _ => None,
+    })
+}
+
 /// `e` with every subterm equal to `from` (a symbol, or any term) replaced by `to`.
 pub fn replace(e: &RecExpr<Node>, from: &RecExpr<Node>, to: &RecExpr<Node>) -> RecExpr<Node> {
     let root = from.as_ref().last();
-    let mut out = RecExpr::default();
-    let mut map: Vec<Id> = vec![];
-    for (i, n) in e.iter().enumerate() {
-        // compare whole subterms only where the top node matches
-        let id = if root.is_some_and(|r| r.matches(n)) && subterm(e, Id::from(i)) == *from {
-            let base = out.as_ref().len();
-            for m in to.iter() {
-                out.add(m.clone().map_children(|c| Id::from(usize::from(c) + base)));
-            }
-            Id::from(out.as_ref().len() - 1)
-        } else {
-            out.add(n.clone().map_children(|c| map[usize::from(c)]))
-        };
-        map.push(id);
-    }
-    out
+    // compare whole subterms only where the top node matches
+    rebuild(e, |i, n| (root.is_some_and(|r| r.matches(n)) && subterm(e, Id::from(i)) == *from).then_some(to))
 }
 
 /// Per-iteration sizes and the largest classes, on stderr (set EVOLVED_DEBUG).

@@ -480,9 +480,6 @@ impl<'m> Evaluator<'m> {
         Ok((g, h))
     }
 
-    /// KL(F(η₁) ‖ F(η₂)) = Σₓ p₁(x) (log p₁(x) − log p₂(x)), summed over a finite or count
-    /// support; on other supports from A and its dual-number gradient (the Bregman form
-    /// A(η₂) − A(η₁) − (η₂ − η₁)ᵀ∇A(η₁), which holds for every exponential family).
     /// E[T] = ∇A at a column η that carries derivative parts, carrying them too: with
     /// η = a + δ₁ε₁ + δ₂ε₂ + δ₁₂ε₁ε₂, E[T](η) = m + H δ₁ ε₁ + H δ₂ ε₂ + ((D_δ₂H) δ₁ + H δ₁₂) ε₁ε₂,
     /// m and H = Cov[T] from A's hyper-dual derivatives at a, D_δ₂H by central differences of
@@ -505,6 +502,9 @@ impl<'m> Evaluator<'m> {
         Ok((0..a.nrows()).map(|i| S::from_parts([m[(i, 0)], h.row(i).dot(&d1.transpose()), h.row(i).dot(&d2.transpose()), dh.row(i).dot(&d1.transpose()) + h.row(i).dot(&d12.transpose())])).collect())
     }
 
+    /// KL(F(η₁) ‖ F(η₂)) = Σₓ p₁(x) (log p₁(x) − log p₂(x)), summed over a finite or count
+    /// support; on other supports by the Bregman form A(η₂) − A(η₁) − (η₂ − η₁)ᵀ∇A(η₁), which
+    /// holds for every exponential family, with ∇A(η₁) = E[T] carried along η₁ (`mean_along`).
     fn kl<S: Scalar>(&self, f: &Family, e1: &Mat<S>, e2: &Mat<S>, env: &Env<S>) -> Result<S, String> {
         let n = e1.nrows();
         if f.param_shape.is_scalar() && n > 1 {

@@ -138,11 +138,7 @@ impl Family {
         }
         let mut out = self.logh.clone();
         let a = Id::from(out.as_ref().len() - 1);
-        let base = out.as_ref().len();
-        for n in self.pairing.iter() {
-            out.add(n.clone().map_children(|c| Id::from(usize::from(c) + base)));
-        }
-        let b = Id::from(out.as_ref().len() - 1);
+        let b = crate::derive::append(&mut out, &self.pairing);
         out.add(Node::Add([a, b]));
         out
     }
@@ -647,8 +643,6 @@ pub(crate) fn build_model_from(stmts: &[syntax::Stmt], catalog: impl FnOnce() ->
         return Err(err(Span::default(), "the model is empty: it has no statements, only blanks and comments; write at least `param NAME : TYPE` and `J = …`"));
     }
     let mut m = Model { families: catalog()?, ..Model::default() };
-    // families with known parameters as declared, before a model fills them in
-    let mut templates: BTreeMap<String, Family> = m.families.iter().filter(|f| !f.known.is_empty()).map(|f| (f.name.clone(), f.clone())).collect();
     let mut lets: BTreeMap<String, (RecExpr<Node>, Shape)> = BTreeMap::new();
     let declared = |name: &str, span: Span, m: &Model, lets: &BTreeMap<String, _>| -> Result<(), SyntaxError> {
         if m.vars.contains_key(name) || lets.contains_key(name) || m.dims.iter().any(|d| d == name) {
@@ -684,17 +678,13 @@ pub(crate) fn build_model_from(stmts: &[syntax::Stmt], catalog: impl FnOnce() ->
                 if m.families.iter().any(|g| g.name == f.name) {
                     return Err(err(st.span, format!("family `{}` is already declared (the catalog has it)", f.name)));
                 }
-                let fam = family(f, st.span, false)?;
-                if !fam.known.is_empty() {
-                    templates.insert(fam.name.clone(), fam.clone());
-                }
-                m.families.push(fam);
+                m.families.push(family(f, st.span, false)?);
             }
             StmtKind::Sample { var, family: fname, family_span, args } => {
                 let scope = Scope { model: &m, lets: &lets, locals: vec![], dims: &m.dims };
                 let member = resolve_member(&scope, fname, *family_span, args, st.span)?;
                 let (fi, param, pshape) = (member.index, member.eta.clone(), member.shape);
-                let fi = if member.known.is_empty() { fi } else { instance(&mut m, &templates, fi, &member.known) };
+                let fi = if member.known.is_empty() { fi } else { instance(&mut m, fi, &member.known) };
                 let fam = &m.families[fi];
                 let bind = bind_dims(fam.param_shape, pshape).unwrap_or_default();
                 let elementwise = fam.param_shape.is_scalar() && !pshape.is_scalar();
@@ -1013,9 +1003,9 @@ fn resolve_member(scope: &Scope, fname: &str, fspan: Span, args: &[syntax::Arg],
 
 /// The family `fi` with its known parameters filled in: the same family when an earlier
 /// statement gave the same values, else a new copy (the first keeps the family's name).
-fn instance(m: &mut Model, templates: &BTreeMap<String, Family>, fi: usize, known: &[RecExpr<Node>]) -> usize {
+fn instance(m: &mut Model, fi: usize, known: &[RecExpr<Node>]) -> usize {
     let base = &m.families[fi];
-    let template = templates.get(&base.name).cloned().unwrap_or_else(|| base.clone());
+    let template = base.template.as_deref().unwrap_or(base).clone();
     let mut f = template.clone();
     // the family's own names for η and x must not be names the given terms use
     // (`normal(m, variance = x)`): rename them
@@ -1216,11 +1206,7 @@ pub fn family(f: &FamilyDecl, span: Span, from_catalog: bool) -> Result<Family, 
     for (i, t) in &naturals {
         let (k, sh, _) = &known[*i];
         let p = pairing.add(Node::Symbol(Symbol::from(k.as_str())));
-        let base = pairing.as_ref().len();
-        for n in t.iter() {
-            pairing.add(n.clone().map_children(|c| Id::from(usize::from(c) + base)));
-        }
-        let stat = Id::from(pairing.as_ref().len() - 1);
+        let stat = crate::derive::append(&mut pairing, t);
         let term = if sh.is_matrix() {
             let (vp, vs) = (pairing.add(Node::Vec(p)), pairing.add(Node::Vec(stat)));
             pairing.add(Node::Dot([vp, vs]))

@@ -212,8 +212,6 @@ impl<'m> Printer<'m> {
         shapes.is_some_and(|s| s[usize::from(id)].is_scalar())
     }
 
-    /// E[v] when a model variable v is drawn from this family with this parameter,
-    /// E[T(v)] when T is not v itself, else E[T].
     /// Whether a family's A needs its name: variables are drawn from other families too.
     fn several_families(&self, f: Symbol) -> bool {
         let drawn: std::collections::BTreeSet<usize> = self.model.vars.values().filter_map(|v| v.family.as_ref().map(|(i, _, _)| *i)).collect();
@@ -223,6 +221,8 @@ impl<'m> Printer<'m> {
         }
     }
 
+    /// E[v] when a model variable v is drawn from this family with this parameter,
+    /// E[T(v)] when T is not v itself, else E[T].
     fn family_var(&self, t: &RecExpr<Node>, f: Id, arg: Id) -> String {
         match drawn_from(self.model, t, f, arg) {
             Some((v, true)) => name(&v, self.style),

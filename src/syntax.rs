@@ -593,6 +593,18 @@ impl<'a> Src<'a> {
         }
     }
 
+    /// One or more items separated by commas: `item`, then `, item` while a comma follows.
+    fn comma_list<T>(&self, i: &'a str, mut item: impl FnMut(&'a str) -> Res<'a, T>) -> Res<'a, Vec<T>> {
+        let (mut r, first) = item(i)?;
+        let mut list = vec![first];
+        while let Some(r2) = ws(r, false).strip_prefix(',') {
+            let (r3, x) = item(r2)?;
+            list.push(x);
+            r = r3;
+        }
+        Ok((r, list))
+    }
+
     fn name(&self, i: &'a str, what: &str) -> Res<'a, (String, Span)> {
         let j = ws(i, false);
         match ident(j) {
@@ -616,19 +628,7 @@ impl<'a> Src<'a> {
         };
         let kind = match word {
             "dim" => {
-                let mut names = vec![];
-                let mut r = rest;
-                loop {
-                    let (r2, n) = self.name(r, "a dimension name")?;
-                    names.push(n);
-                    match ws(r2, false).strip_prefix(',') {
-                        Some(r3) => r = r3,
-                        None => {
-                            r = r2;
-                            break;
-                        }
-                    }
-                }
+                let (r, names) = self.comma_list(rest, |r| self.name(r, "a dimension name"))?;
                 return Ok((r, Stmt { kind: StmtKind::Dim(names), span: self.span(start, r) }));
             }
             "param" | "data" => {
@@ -662,9 +662,7 @@ impl<'a> Src<'a> {
                 return Ok((r3, Stmt { kind: StmtKind::Claim(item, e), span: self.span(start, r3) }));
             }
             "derive" => {
-                let mut items = vec![];
-                let mut r = rest;
-                loop {
+                let (r, items) = self.comma_list(rest, |r| {
                     let j = ws(r, false);
                     let (r2, order) = match ident(j) {
                         Ok((r2, "grad")) => (r2, 1),
@@ -680,15 +678,8 @@ impl<'a> Src<'a> {
                         wrt = Some(w);
                         r2 = r4;
                     }
-                    items.push(DeriveItem { order, name, wrt, span: self.span(j, r2) });
-                    match ws(r2, false).strip_prefix(',') {
-                        Some(r3) => r = r3,
-                        None => {
-                            r = r2;
-                            break;
-                        }
-                    }
-                }
+                    Ok((r2, DeriveItem { order, name, wrt, span: self.span(j, r2) }))
+                })?;
                 return Ok((r, Stmt { kind: StmtKind::Derive(items), span: self.span(start, r) }));
             }
             "family" => {
@@ -757,21 +748,13 @@ impl<'a> Src<'a> {
                 continue;
             }
             if key == "usual" {
-                let (mut r4, _) = self.expect_char(r3, '(', "and the usual parameter, as in usual(rate : positive) = log(rate)")?;
-                let mut names = vec![];
-                loop {
+                let (r4, _) = self.expect_char(r3, '(', "and the usual parameter, as in usual(rate : positive) = log(rate)")?;
+                let (r4, names) = self.comma_list(r4, |r4| {
                     let (r5, (u, _)) = self.name(r4, "the usual parameter's name")?;
                     let (r5, _) = self.expect_char(r5, ':', "before the usual parameter's type")?;
                     let (r5, t) = self.type_expr(r5)?;
-                    names.push((u, t));
-                    match ws(r5, false).strip_prefix(',') {
-                        Some(r6) => r4 = r6,
-                        None => {
-                            r4 = r5;
-                            break;
-                        }
-                    }
-                }
+                    Ok((r5, (u, t)))
+                })?;
                 let (r4, _) = self.expect_char(r4, ')', "after the usual parameters")?;
                 let (r4, _) = self.expect_char(r4, '=', "and the natural parameter it gives")?;
                 let (r4, es) = self.natural_params(r4)?;
@@ -810,19 +793,7 @@ impl<'a> Src<'a> {
             Err(e) => Err(e),
         };
         let start = ws(i, false);
-        if let Some(mut r) = start.strip_prefix('(') {
-            let mut list = vec![];
-            loop {
-                let Ok((r2, e)) = one(r) else { break };
-                list.push(e);
-                match ws(r2, false).strip_prefix(',') {
-                    Some(r3) => r = r3,
-                    None => {
-                        r = r2;
-                        break;
-                    }
-                }
-            }
+        if let Some(Ok((r, list))) = start.strip_prefix('(').map(|r| self.comma_list(r, one)) {
             if list.len() > 1 {
                 let (r, _) = self.expect_char(r, ')', "after the natural parameters")?;
                 return Ok((r, list));
@@ -877,8 +848,7 @@ impl<'a> Src<'a> {
         };
         let mut conditions = vec![];
         if let Ok((r2, "if")) = ident(ws(r, false)) {
-            r = r2;
-            loop {
+            (r, conditions) = self.comma_list(r2, |r| {
                 let j = ws(r, true);
                 let Ok((r2, cname)) = rule_name(j) else { return fail(j, "expected a condition such as indep(c, x)") };
                 let r2 = ws(r2, false);
@@ -886,15 +856,8 @@ impl<'a> Src<'a> {
                     return fail(r2, "expected `(` after the condition name");
                 }
                 let (r2, args) = self.args(r2, ')')?;
-                conditions.push((cname.to_string(), args, self.span(j, r2)));
-                match ws(r2, false).strip_prefix(',') {
-                    Some(r3) => r = r3,
-                    None => {
-                        r = r2;
-                        break;
-                    }
-                }
-            }
+                Ok((r2, (cname.to_string(), args, self.span(j, r2))))
+            })?;
         }
         let mut assume = None;
         if let Ok((r2, "assume")) = ident(ws(r, false)) {

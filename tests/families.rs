@@ -172,8 +172,13 @@ fn kl_between_poissons_is_checked_by_summing_the_densities() {
 }
 
 /// Evaluates a family's derived E[T] and Cov[T] at η.
+/// A family of the catalog, by name.
+fn catalog_family(name: &str) -> Family {
+    evolved::catalog_families().into_iter().find(|f| f.name == name).unwrap_or_else(|| panic!("{name} in the catalog"))
+}
+
 fn moments_at(name: &str, eta: &[f64]) -> (Mat<f64>, Mat<f64>, Mat<f64>, Mat<f64>) {
-    let f = evolved::catalog_families().into_iter().find(|f| f.name == name).unwrap();
+    let f = catalog_family(name);
     let (mean, cov) = family_moments(&f, &evolved::default_rules(), &Limits::default()).unwrap();
     let model = family_model(&f);
     let ev = Evaluator::new(&model);
@@ -305,8 +310,7 @@ fn c10_gaussian_log_partition_in_natural_parameters() {
 fn multinomial_moments_by_summing_its_density_over_the_compositions_of_n() {
     // the catalog's multinomial states E and Cov from textbooks; here they are also summed
     // from the density over every count vector with total n (log h checks no total)
-    let fams = evolved::catalog_families();
-    let f = fams.iter().find(|f| f.name == "multinomial").expect("multinomial in the catalog");
+    let f = &catalog_family("multinomial");
     let rules = evolved::default_rules();
     let (mean, cov) = family_moments(f, &rules, &Limits::default()).unwrap();
     let (mean, cov) = (mean.expect("E[T] derived"), cov.expect("Cov[T] derived"));
@@ -352,8 +356,7 @@ fn multinomial_moments_by_summing_its_density_over_the_compositions_of_n() {
 fn wishart_moments_match_the_textbook_entry_by_entry() {
     // E[X] = nV and Cov(X_ij, X_kl) = n(V_ik V_jl + V_il V_jk), with η = V⁻¹/2 and T = −X;
     // the derived Cov[T] = (n/2) η⁻¹ ⊗ η⁻¹ holds along symmetric directions
-    let fams = evolved::catalog_families();
-    let f = fams.iter().find(|f| f.name == "wishart").expect("wishart in the catalog");
+    let f = &catalog_family("wishart");
     let (mean, cov) = family_moments(f, &evolved::default_rules(), &Limits::default()).unwrap();
     let (mean, cov) = (mean.expect("E[T] derived"), cov.expect("Cov[T] derived"));
     let model = family_model(f);
@@ -387,8 +390,7 @@ fn mvnormal2_moments_of_the_precision_match_isserlis_and_the_log_partition() {
     //   E[T_L] = −(Σ + μμᵀ)/2,
     //   Cov(x_i x_j, x_p x_q) = Σ_ip Σ_jq + Σ_iq Σ_jp + μ_i μ_p Σ_jq + μ_i μ_q Σ_jp + μ_j μ_p Σ_iq + μ_j μ_q Σ_ip,
     //   Cov(x_i, x_p x_q) = μ_p Σ_iq + μ_q Σ_ip.
-    let fams = evolved::catalog_families();
-    let f = fams.iter().find(|f| f.name == "mvnormal2").expect("mvnormal2 in the catalog");
+    let f = &catalog_family("mvnormal2");
     let rules = evolved::default_rules();
     let (mean, _) = family_moments(f, &rules, &Limits::default()).unwrap();
     let further = evolved::derive::further_moments(f, mean.as_ref(), &rules, &Limits::default()).unwrap();

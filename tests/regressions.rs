@@ -206,7 +206,7 @@ fn a_family_with_known_parameters_in_two_statements() {
     // once panicked while the family was validated)
     let d = derive_text("family f(t : R, Q : negative) on z : R, T = z, T(Q) = z^2, A = -t^2/(4*Q) - log(-2*Q)/2, usual(m : R, v : positive) = (m / v, -1/(2*v)); param a : R; data y : R; y ~ f(a, Q = -1); J = -log p(y)");
     assert!(d.check().passed, "{:?}", d.check().comparisons);
-    // y ~ N(a/2, 1): ∂/∂a of −log p = a/2 − y … with t = a, Q = −1: E[z] = −t/(2Q) = a/2
+    // with Q = −1 the member is N(t/2, 1/2): ∂/∂t of −log p(y) = E[z] − y = t/2 − y
     assert_close(&value("family f(t : R, Q : negative) on z : R, T = z, T(Q) = z^2, A = -t^2/(4*Q) - log(-2*Q)/2; param a : R; data y : R; y ~ f(a, Q = -1); J = -log p(y)", 1, "a=0.8; y=0.1"), &[0.4 - 0.1], "∂/∂t");
 }
 
