@@ -581,25 +581,17 @@ impl CondApplier {
     /// it without explanations (the same additions and union, in the same order), noted
     /// in the run's memory when `noted` (the class's shape the guard passed with).
     fn instantiate(&self, egraph: &mut Graph, eclass: Id, subst: &Subst, noted: Option<Option<Shape>>) -> Vec<Id> {
-        let ast = self.rhs.ast.as_ref();
-        const SMALL: usize = 16;
-        let mut small = [Id::from(0); SMALL];
-        let mut large = vec![];
-        let ids: &mut [Id] = if ast.len() <= SMALL {
-            &mut small[..ast.len()]
-        } else {
-            large.resize(ast.len(), Id::from(0));
-            &mut large[..]
-        };
-        for (i, n) in ast.iter().enumerate() {
-            ids[i] = match n {
+        let mut ids: smallvec::SmallVec<[Id; 16]> = smallvec::SmallVec::new();
+        for n in self.rhs.ast.as_ref() {
+            let id = match n {
                 ENodeOrVar::Var(w) => subst[*w],
                 ENodeOrVar::ENode(e) => egraph.add(e.clone().map_children(|c| ids[usize::from(c)])),
             };
+            ids.push(id);
         }
         let changed = if egraph.union(eclass, *ids.last().unwrap()) { vec![eclass] } else { vec![] };
         if let Some(shape) = noted {
-            crate::ematch::Memory::note_applied(egraph, self.serial, eclass, subst, ids, shape);
+            crate::ematch::Memory::note_applied(egraph, self.serial, eclass, subst, &ids, shape);
         }
         changed
     }
@@ -735,26 +727,8 @@ impl CondApplier {
         let have_shape = class.shape;
         if let Some(have) = class.shape.filter(|_| !self.rhs_zero) {
             // the variables' shapes, each looked up once
-            const SMALL: usize = 8;
-            let mut small = [SCALAR; SMALL];
-            let mut large = vec![];
-            let shapes: &mut [Shape] = if self.vars.len() <= SMALL {
-                &mut small[..self.vars.len()]
-            } else {
-                large.resize(self.vars.len(), SCALAR);
-                &mut large[..]
-            };
-            let mut known = true;
-            for (s, v) in shapes.iter_mut().zip(&self.vars) {
-                match egraph[subst[*v]].data.shape {
-                    Some(sh) => *s = sh,
-                    None => {
-                        known = false;
-                        break;
-                    }
-                }
-            }
-            if known {
+            let shapes: Option<smallvec::SmallVec<[Shape; 8]>> = self.vars.iter().map(|v| egraph[subst[*v]].data.shape).collect();
+            if let Some(shapes) = shapes {
                 guarded = true;
                 let syms = |s: Symbol| egraph.analysis.symbol_shape(s);
                 let shape = |v: Var| shapes[self.vars.iter().position(|w| *w == v).unwrap()];
