@@ -434,7 +434,7 @@ pub fn check(model: &Model, d: &Derivation, opts: &CheckOptions, def_label: &dyn
 
 /// A derivative in a matrix variable compared as the results are stated: a gradient left as
 /// vec(G) shaped like the variable, and for a symmetric matrix only symmetric directions.
-fn in_matrix_terms(model: &Model, wrt: Option<Symbol>, order: usize, env: &Env<f64>, got: &mut Result<Mat<f64>, String>, want: &mut Result<Mat<f64>, String>) {
+pub fn in_matrix_terms(model: &Model, wrt: Option<Symbol>, order: usize, env: &Env<f64>, got: &mut Result<Mat<f64>, String>, want: &mut Result<Mat<f64>, String>) {
     let Some(v) = wrt.and_then(|w| model.var(w)).filter(|v| v.shape.is_matrix()) else { return };
     if let (Ok(g), Ok(w)) = (got.as_mut(), want.as_ref()) {
         if order == 1 && g.shape() != w.shape() && g.len() == w.len() {

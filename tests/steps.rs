@@ -1,7 +1,7 @@
 //! `--steps`: the derivation as whole expressions, each naming its rule. Every step is
 //! evaluated at random points and must equal the result it leads to, so a wrong step
 //! (or a step shown with the wrong expression) fails here.
-use evolved::check::{random_point, rel_error, symmetric_part, CheckOptions};
+use evolved::check::{in_matrix_terms, random_point, rel_error, CheckOptions};
 use evolved::derive::{derive, Limits};
 use evolved::eval::{Evaluator, Mat};
 use evolved::steps::explain;
@@ -61,15 +61,9 @@ fn steps_agree(all: bool) -> usize {
                     let got = if got.shape() != want.shape() && got.len() == want.len() { Mat::from_column_slice(want.nrows(), want.ncols(), got.as_slice()) } else { got };
                     // in a symmetric matrix only symmetric directions count (as in the check):
                     // a step before the family's parameters are symmetrised may differ in the others
-                    let spd = r.wrt.as_deref().and_then(|w| model.var(w.into())).filter(|v| v.domain == evolved::model::Domain::Spd && r.order <= 2);
-                    let (got, want) = match spd {
-                        Some(v) => {
-                            let n = env[&egg::Symbol::from(v.name.as_str())].nrows();
-                            (symmetric_part(&got, n, r.order), symmetric_part(&want, n, r.order))
-                        }
-                        None => (got, want.clone()),
-                    };
-                    let err = rel_error(&got, &want).unwrap_or(f64::INFINITY);
+                    let (mut got, mut want) = (Ok(got), Ok(want.clone()));
+                    in_matrix_terms(&model, r.wrt.as_deref().map(egg::Symbol::from), r.order, &env, &mut got, &mut want);
+                    let err = rel_error(&got.unwrap(), &want.unwrap()).unwrap_or(f64::INFINITY);
                     assert!(err < 1e-8, "{file}: step {i} ({t}) of {} differs by {err}", r.term);
                     checked += 1;
                 }
